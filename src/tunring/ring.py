@@ -1,0 +1,463 @@
+"""The two ends of one Wintun ring: a writer (producer) and a reader (consumer).
+
+A :class:`~tunring.session.Session` is a writer on the Receive ring plus a
+reader on the Send ring; an :class:`~tunring.adapter.Adapter` is the mirror
+image.  Each end keeps its own positions and the list of slots it has handed
+out in process memory and trusts nothing in the shared mapping except the one
+index the peer owns (Head for a writer, Tail for a reader), which it checks
+before use.  Slots may be finished out of order; the shared index only ever
+moves over a prefix of finished slots, as wintun.dll does with its release bit,
+but here the "finished" mark lives in the Packet, not in the peer-writable ring.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections import deque
+from typing import Callable
+
+from . import layout as L
+from ._atomic import load, store
+from .errors import PacketError, RingClosed, RingCorrupt, RingFull
+from .packet import ALLOCATED, DONE, RECEIVED, Packet
+
+SPIN_S = 100e-6  # how long a waiter polls before it sleeps (Wintun spins ~0.1 ms)
+_POLL_FALLBACK_S = 200e-6  # sleep step when there is no event to sleep on
+
+_pack_size = L.U32.pack_into
+_unpack_size = L.U32.unpack_from
+
+
+class Waker:
+    """One sleeper and one waker around a flag word in shared memory.
+
+    The sleeper calls :meth:`arm` (store flag = 1), re-checks its condition and
+    only then sleeps on the eventfd; the waker changes the condition and then
+    calls :meth:`notify` (load flag, signal if set).  Both accesses are seq_cst
+    (see ``_atomic.c``), so either the sleeper's re-check sees the change or the
+    waker sees the flag: a wake-up cannot be lost.  ``efd`` is None for rings
+    without events (``Session.over``): the sleeper then polls.
+    """
+
+    __slots__ = ("mem", "flag", "efd", "peer_fd")
+
+    def __init__(self, mem: memoryview, flag: int, efd: int | None, peer_fd: int | None = None) -> None:
+        self.mem = mem
+        self.flag = flag
+        self.efd = efd
+        self.peer_fd = peer_fd  # a pidfd of the peer process, readable when it exits
+
+    def notify(self) -> None:
+        if self.efd is not None and load(self.mem, self.flag):
+            os.eventfd_write(self.efd, 1)
+
+    def sleep_until(self, ready: Callable[[], bool], timeout_s: float | None) -> bool:
+        """Return True once ``ready()`` holds, False after ``timeout_s``."""
+        if ready():
+            return True
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        spin_end = time.monotonic() + (SPIN_S if timeout_s is None else min(SPIN_S, timeout_s))
+        while time.monotonic() < spin_end:
+            if ready():
+                return True
+        if self.efd is None:
+            while True:
+                if ready():
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                time.sleep(_POLL_FALLBACK_S)
+        poller = select.poll()
+        poller.register(self.efd, select.POLLIN)
+        if self.peer_fd is not None:
+            poller.register(self.peer_fd, select.POLLIN)
+        while True:
+            store(self.mem, self.flag, 1)
+            try:
+                if ready():
+                    return True
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                events = poller.poll(None if left is None else left * 1000.0)
+                self.drain()
+                for fd, _ in events:
+                    if fd == self.peer_fd:
+                        # Let the caller see any last packets; report the exit if none.
+                        if ready():
+                            return True
+                        raise RingClosed("the peer process has exited")
+            finally:
+                store(self.mem, self.flag, 0)
+            if ready():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def drain(self) -> None:
+        if self.efd is not None:
+            try:
+                os.eventfd_read(self.efd)
+            except BlockingIOError:
+                pass
+
+
+class _End:
+    """What both ends share: the mapping, the ring's geometry and its liveness."""
+
+    def __init__(self, mem: memoryview, base: int, capacity: int, lead: int, trail: int) -> None:
+        L.check_capacity(capacity)
+        L.check_padding(lead, trail)
+        if base < 0 or base % L.ALIGNMENT or base + L.ring_size(capacity, lead, trail) > len(mem):
+            raise ValueError("ring does not fit in the buffer")
+        self.mem = mem
+        self.base = base
+        self.data = mem[base + L.HEADER_SIZE : base + L.ring_size(capacity, lead, trail)]
+        self.capacity = capacity
+        self.mask = capacity - 1
+        self.lead = lead
+        self.trail = trail
+        self.pad = L.SIZE_FIELD + lead + trail  # slot bytes besides the packet itself
+        self.closed: str | None = None  # why this end stopped, once it has
+
+    def _check_open(self) -> None:
+        if self.closed is not None:
+            raise RingClosed(self.closed)
+
+    def _own(self, packet: Packet, state: int, verb: str) -> None:
+        if packet.owner is not self:
+            raise PacketError(f"{verb}: this packet belongs to another ring or device")
+        if packet.state != state:
+            raise PacketError(f"{verb}: the packet was already sent, released or cancelled")
+
+    def _mark_dead(self, index: int, why: str) -> None:
+        """Stop this end and tell the peer, as Wintun does, by writing 0xFFFFFFFF."""
+        if self.closed is None:
+            self.closed = why
+            store(self.mem, self.base + index, L.DEAD)
+
+
+class RingWriter(_End):
+    """Producer end: allocate slots, fill them, publish Tail over finished ones.
+
+    ``overallocate``: a sent packet may be shorter than its slot; the Size field
+    then carries the slot's full size and the reader takes the real length from
+    the IP header (Wintun's over-allocation proposal).
+    """
+
+    def __init__(
+        self,
+        mem: memoryview,
+        base: int,
+        capacity: int,
+        lead: int = 0,
+        trail: int = 0,
+        *,
+        tail_waker: Waker | None = None,
+        space_waker: Waker | None = None,
+        overallocate: bool = False,
+    ) -> None:
+        super().__init__(mem, base, capacity, lead, trail)
+        self.tail_waker = tail_waker  # wakes the reader when Tail moves
+        self.space_waker = space_waker  # the reader wakes us when Head moves
+        self.overallocate = overallocate
+        self.published = self._load_tail_at_start()
+        self.tail = self.published  # private: end of the last allocated slot
+        self.head = self.published  # last Head seen
+        self.pending: deque[Packet] = deque()  # allocated, unpublished, in slot order
+        self.head = self.refresh_head()
+
+    def _load_tail_at_start(self) -> int:
+        tail = load(self.mem, self.base + L.TAIL)
+        if tail >= self.capacity or tail % L.ALIGNMENT:
+            raise RingCorrupt(f"ring Tail {tail:#x} is not a valid position in a {self.capacity:#x}-byte ring")
+        return tail
+
+    def refresh_head(self) -> int:
+        """Read and check the reader's Head: it may only move over published bytes."""
+        head = load(self.mem, self.base + L.HEAD)
+        if head >= self.capacity:
+            self.closed = self.closed or "the reader has closed the ring (Head >= capacity)"
+            raise RingClosed(self.closed)
+        if head % L.ALIGNMENT or L.content(self.head, head, self.capacity) > L.content(
+            self.head, self.published, self.capacity
+        ):
+            self._mark_dead(L.TAIL, "ring corrupt: the reader's Head moved past what was published")
+            raise RingCorrupt(
+                f"ring corrupt: Head {head:#x} is outside the published region "
+                f"[{self.head:#x}, {self.published:#x}); the ring is now marked dead"
+            )
+        self.head = head
+        return head
+
+    def free(self) -> int:
+        """Bytes the next slot may use, as far as this end knows."""
+        return L.free_space(self.head, self.tail, self.capacity)
+
+    def allocate(self, size: int) -> Packet:
+        if self.closed is not None:
+            raise RingClosed(self.closed)
+        if not 0 <= size <= L.MAX_IP_PACKET_SIZE:
+            raise PacketError(f"allocate({size}): a packet holds 0 to {L.MAX_IP_PACKET_SIZE} bytes")
+        slot = (size + self.pad + 3) & ~3
+        if L.free_space(self.head, self.tail, self.capacity) < slot:
+            self.refresh_head()
+            if L.free_space(self.head, self.tail, self.capacity) < slot:
+                raise RingFull(
+                    f"ring full: a {size}-byte packet needs a {slot}-byte slot, "
+                    f"{L.free_space(self.head, self.tail, self.capacity)} bytes free"
+                )
+        lo = self.tail
+        self.tail = (lo + slot) & self.mask
+        start = lo + L.SIZE_FIELD + self.lead
+        packet = Packet(self.data, start, start + size, lo, lo + slot, self, ALLOCATED)
+        self.pending.append(packet)
+        return packet
+
+    def _finish(self, packet: Packet) -> None:
+        """Check a packet may be sent as it stands and write its Size field."""
+        self._own(packet, ALLOCATED, "send")
+        if packet.start != packet.lo + L.SIZE_FIELD + self.lead:
+            raise PacketError(
+                "send: the packet's data no longer starts where its slot's data starts; "
+                "build headers in the headroom and pull() them off again before sending"
+            )
+        size = packet.end - packet.start
+        room = packet.hi - packet.lo - self.pad  # the largest Size this slot can carry
+        if self.overallocate:
+            if size > room:
+                raise PacketError(f"send: {size} bytes do not fit the {room}-byte slot (put() into the padding?)")
+            if size < room:
+                real = L.ip_length(packet.data)
+                if real > size:
+                    raise PacketError(
+                        f"send: the IP header claims {real} bytes but only {size} were written"
+                    )
+            size = room
+        elif (size + self.pad + 3) & ~3 != packet.hi - packet.lo:
+            raise PacketError(
+                f"send: {size} bytes do not match the slot allocated for {room} bytes; "
+                "use shrink_and_send() on the last allocated packet, or overallocate=True"
+            )
+        _pack_size(self.data, packet.lo, size)
+        packet.state = DONE
+
+    def send(self, packet: Packet) -> None:
+        self._finish(packet)
+        self.publish()
+
+    def send_many(self, packets: list[Packet]) -> None:
+        try:
+            for packet in packets:
+                self._finish(packet)
+        finally:
+            self.publish()
+
+    def shrink_and_send(self, packet: Packet, size: int | None = None) -> None:
+        """Send the last allocated packet with only ``size`` bytes, giving back the rest."""
+        self._own(packet, ALLOCATED, "shrink_and_send")
+        if size is None:
+            size = packet.end - packet.start
+        if not self.pending or self.pending[-1] is not packet:
+            raise PacketError("shrink_and_send: only the last allocated, unsent packet can be shrunk")
+        room = packet.hi - packet.lo - self.pad
+        if not 0 <= size <= room:
+            raise PacketError(f"shrink_and_send({size}): can only shrink, the slot holds {room} bytes")
+        if packet.start != packet.lo + L.SIZE_FIELD + self.lead:
+            raise PacketError(
+                "shrink_and_send: the packet's data no longer starts where its slot's data starts; "
+                "pull() the header off first"
+            )
+        packet.end = packet.start + size
+        packet.hi = packet.lo + ((size + self.pad + 3) & ~3)
+        self.tail = packet.hi & self.mask
+        self.send(packet)
+
+    def cancel(self, packet: Packet) -> None:
+        """Give back a packet that will not be sent.
+
+        The last allocated packet's space is simply returned.  An earlier one
+        cannot be unallocated without moving later slots, so it is published as
+        a non-IP slot, which an adapter skips and counts as a discard.
+        """
+        self._own(packet, ALLOCATED, "cancel")
+        packet.state = DONE
+        if self.pending[-1] is packet:
+            self.pending.pop()
+            self.tail = packet.lo
+            return
+        room = packet.hi - packet.lo - self.pad
+        _pack_size(self.data, packet.lo, room)
+        if room:
+            self.data[packet.lo + L.SIZE_FIELD + self.lead] = 0  # version 0: not IP
+        self.publish()
+
+    def publish(self) -> None:
+        """Move the shared Tail over the prefix of finished slots and wake the reader."""
+        pending = self.pending
+        tail = self.published
+        while pending and pending[0].state == DONE:
+            tail = pending.popleft().hi & self.mask
+        if tail != self.published:
+            self.published = tail
+            store(self.mem, self.base + L.TAIL, tail)
+            if self.tail_waker is not None:
+                self.tail_waker.notify()
+            if self.closed is None:
+                self.refresh_head()
+
+    def wait_writable(self, size: int, timeout_s: float | None) -> bool:
+        """Wait until a ``size``-byte packet would fit; False on timeout."""
+        slot = (size + self.pad + 3) & ~3
+
+        def fits() -> bool:
+            return L.free_space(self.refresh_head(), self.tail, self.capacity) >= slot
+
+        if self.space_waker is None:
+            return Waker(self.mem, 0, None).sleep_until(fits, timeout_s)
+        return self.space_waker.sleep_until(fits, timeout_s)
+
+    def close(self) -> None:
+        """Stop producing: Tail = 0xFFFFFFFF tells the reader, who is woken."""
+        if self.closed is None:
+            self._mark_dead(L.TAIL, "this end has closed the ring")
+            if self.tail_waker is not None and self.tail_waker.efd is not None:
+                os.eventfd_write(self.tail_waker.efd, 1)
+
+
+class RingReader(_End):
+    """Consumer end: take published slots in order, release them in any order.
+
+    ``validate_ip`` is the adapter's (driver's) behaviour: a slot that is not an
+    IPv4 (>= 20 bytes) or IPv6 (>= 40 bytes) packet is skipped and counted in
+    ``discards``; with ``overallocate`` the real length comes from the IP
+    header and a slot whose header claims more than the slot holds is skipped.
+    """
+
+    def __init__(
+        self,
+        mem: memoryview,
+        base: int,
+        capacity: int,
+        lead: int = 0,
+        trail: int = 0,
+        *,
+        tail_waker: Waker | None = None,
+        space_waker: Waker | None = None,
+        validate_ip: bool = False,
+        overallocate: bool = False,
+    ) -> None:
+        super().__init__(mem, base, capacity, lead, trail)
+        self.tail_waker = tail_waker  # the writer wakes us when Tail moves
+        self.space_waker = space_waker  # we wake the writer when Head moves
+        self.validate_ip = validate_ip
+        self.overallocate = overallocate
+        head = load(self.mem, self.base + L.HEAD)
+        if head >= capacity or head % L.ALIGNMENT:
+            raise RingCorrupt(f"ring Head {head:#x} is not a valid position in a {capacity:#x}-byte ring")
+        self.head = head  # private: start of the next slot to take
+        self.released = head  # last Head published
+        self.tail = head  # last Tail seen
+        self.held: deque[Packet] = deque()  # taken, in slot order, until released
+        self.discards = 0
+
+    def refresh_tail(self) -> int:
+        """Read and check the writer's Tail: it may not reach into slots we hold."""
+        tail = load(self.mem, self.base + L.TAIL)
+        if tail >= self.capacity:
+            self.closed = self.closed or "the writer has closed the ring (Tail >= capacity)"
+            raise RingClosed(self.closed)
+        if tail % L.ALIGNMENT or L.content(self.released, tail, self.capacity) < L.content(
+            self.released, self.head, self.capacity
+        ):
+            self.corrupt(f"Tail {tail:#x} points into slots not yet released [{self.released:#x}, {self.head:#x})")
+        self.tail = tail
+        return tail
+
+    def corrupt(self, why: str) -> None:
+        self._mark_dead(L.HEAD, "ring corrupt: " + why)
+        raise RingCorrupt(f"ring corrupt: {why}; the ring is now marked dead (Head = 0xFFFFFFFF)")
+
+    def ready(self) -> bool:
+        """True when receive() has something to say (a packet, or an error)."""
+        return self.closed is not None or self.head != self.tail or load(self.mem, self.base + L.TAIL) != self.head
+
+    def receive(self) -> Packet | None:
+        if self.closed is not None:
+            raise RingClosed(self.closed)
+        discarded = False
+        try:
+            while True:
+                head = self.head
+                if head == self.tail and self.refresh_tail() == head:
+                    return None
+                room = (self.tail - head) & self.mask
+                if room < L.SIZE_FIELD:
+                    self.corrupt(f"{room} bytes published at {head:#x}, less than a Size field")
+                size = _unpack_size(self.data, head)[0]  # read once
+                if size > L.MAX_IP_PACKET_SIZE:
+                    self.corrupt(f"slot at {head:#x} has Size {size:#x} > {L.MAX_IP_PACKET_SIZE:#x}")
+                slot = (size + self.pad + 3) & ~3
+                if slot > room:
+                    self.corrupt(f"slot at {head:#x} ({slot} bytes) runs past the published {room} bytes")
+                self.head = (head + slot) & self.mask
+                start = head + L.SIZE_FIELD + self.lead
+                packet = Packet(self.data, start, start + size, head, head + slot, self, RECEIVED)
+                self.held.append(packet)
+                if self.validate_ip:
+                    real = L.ip_length(packet.data)
+                    if real < 0 or (self.overallocate and real > size):
+                        packet.state = DONE
+                        self.discards += 1
+                        discarded = True
+                        continue
+                    if self.overallocate:
+                        packet.end = start + real
+                return packet
+        finally:
+            if discarded:
+                self._release_prefix()
+
+    def receive_many(self, max_count: int) -> list[Packet]:
+        out: list[Packet] = []
+        while len(out) < max_count:
+            packet = self.receive()
+            if packet is None:
+                break
+            out.append(packet)
+        return out
+
+    def release(self, packet: Packet) -> None:
+        self._own(packet, RECEIVED, "release")
+        packet.state = DONE
+        self._release_prefix()
+
+    def release_many(self, packets: list[Packet]) -> None:
+        for packet in packets:
+            self._own(packet, RECEIVED, "release")
+            packet.state = DONE
+        self._release_prefix()
+
+    def _release_prefix(self) -> None:
+        held = self.held
+        head = self.released
+        while held and held[0].state == DONE:
+            head = held.popleft().hi & self.mask
+        if head != self.released and self.closed is None:
+            self.released = head
+            store(self.mem, self.base + L.HEAD, head)
+            if self.space_waker is not None:
+                self.space_waker.notify()
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """Wait until receive() has something; False on timeout."""
+        if self.tail_waker is None:
+            return Waker(self.mem, 0, None).sleep_until(self.ready, timeout_s)
+        return self.tail_waker.sleep_until(self.ready, timeout_s)
+
+    def close(self) -> None:
+        """Stop consuming: Head = 0xFFFFFFFF tells the writer, who is woken."""
+        if self.closed is None:
+            self._mark_dead(L.HEAD, "this end has closed the ring")
+            if self.space_waker is not None and self.space_waker.efd is not None:
+                os.eventfd_write(self.space_waker.efd, 1)
