@@ -1,0 +1,1 @@
+"""Programs built on tunring: the demo, the benchmarks, the tools behind the CLI."""

@@ -1,0 +1,73 @@
+"""`tunring bench NAME`: benchmarks that run tunring and its peers in the same run.
+
+Each benchmark module has ``add_arguments(parser)`` and ``run(args) -> list[Result]``.
+Results print as a table (with each peer's ratio to tunring) or, with
+``--json``, as one object ``{"bench": NAME, "results": [...]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+
+BENCHES: dict[str, str] = {
+}
+
+
+@dataclass
+class Result:
+    """One measured row: ``impl`` is "tunring" for ours, the peer's name otherwise."""
+
+    case: str
+    impl: str
+    packet_size: int
+    pps: float
+    gbps: float
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        row = asdict(self)
+        row.update(row.pop("extra"))
+        return row
+
+
+def result(case: str, impl: str, packet_size: int, packets: int, seconds: float, **extra) -> Result:
+    """A Result from a count of packets of ``packet_size`` bytes moved in ``seconds``."""
+    pps = packets / seconds if seconds > 0 else 0.0
+    return Result(case, impl, packet_size, pps, pps * packet_size * 8 / 1e9, dict(extra))
+
+
+def render_table(name: str, results: list[Result]) -> str:
+    """A human table; each row's ``vs tunring`` is tunring's pps over that row's pps."""
+    ours = {(r.case, r.packet_size): r.pps for r in results if r.impl == "tunring"}
+    lines = [f"tunring bench {name}",
+             f"{'case':<28} {'impl':<12} {'size':>6} {'pps':>12} {'Gbit/s':>8} {'tunring x':>10}"]
+    for r in results:
+        base = ours.get((r.case, r.packet_size))
+        ratio = f"{base / r.pps:.2f}" if base and r.pps and r.impl != "tunring" else ""
+        lines.append(f"{r.case:<28} {r.impl:<12} {r.packet_size:>6} {r.pps:>12,.0f} {r.gbps:>8.3f} {ratio:>10}")
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("bench", help="measure tunring against its peers in the same run")
+    benches = parser.add_subparsers(dest="bench", required=True, metavar="NAME")
+    for name, module in BENCHES.items():
+        mod = importlib.import_module(module)
+        p = benches.add_parser(name, help=(mod.__doc__ or "").strip().split("\n")[0])
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        mod.add_arguments(p)
+        p.set_defaults(func=lambda args, mod=mod, name=name: _run(name, mod, args))
+
+
+def _run(name: str, mod, args: argparse.Namespace) -> int:
+    results = mod.run(args)
+    if args.json:
+        json.dump({"bench": name, "results": [r.to_json() for r in results]}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(render_table(name, results))
+    return 0
