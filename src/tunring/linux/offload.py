@@ -1,0 +1,268 @@
+"""TUN offloads: the virtio-net header, GSO splitting and TCP GRO coalescing (sans-I/O).
+
+With ``IFF_VNET_HDR`` every packet crossing the TUN descriptor is preceded by
+a 10-byte ``virtio_net_hdr`` (host byte order).  The kernel may then hand us
+one large TCP (or UDP, with USO) packet standing for many MTU-sized ones
+("GSO"); :func:`split` cuts it into the packets it stands for, with correct
+IP/TCP/UDP headers and full checksums.  In the other direction
+:func:`coalesce` finds runs of consecutive segments of one TCP flow in a batch
+so that the device writes each run as one large packet ("GRO"), and
+:func:`complete_checksum` finishes a checksum the kernel left partial.
+
+Checksums are Internet (ones' complement) sums computed at C speed: since
+``2**16 == 1 (mod 0xFFFF)``, the sum of a buffer's 16-bit big-endian words is
+``int.from_bytes(buffer) % 0xFFFF`` up to the one's complement zero.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable, Sequence
+
+from ..errors import PacketError
+from ..packet import Packet
+
+# struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+VNET_HDR = struct.Struct("=BBHHHH")
+VNET_HDR_LEN = VNET_HDR.size  # 10
+NEEDS_CSUM = 1
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_UDP = 3
+GSO_TCPV6 = 4
+GSO_UDP_L4 = 5
+GSO_ECN = 0x80
+ZERO_HDR = bytes(VNET_HDR_LEN)
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR = 1, 2, 4, 8, 16, 32, 64, 128
+TCP_CSUM_OFFSET = 16
+UDP_CSUM_OFFSET = 6
+MAX_COALESCED_BYTES = 0xFFFF  # IPv4 total length / what one virtio GSO packet may carry
+MAX_COALESCED_SEGMENTS = 64
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
+def csum_sum(data: memoryview | bytes, initial: int = 0) -> int:
+    """Ones' complement sum of ``data`` (padded to even length) plus ``initial``, mod 0xFFFF.
+
+    ``data`` must start at an even offset of the checksummed region.
+    """
+    value = int.from_bytes(data, "big")
+    if len(data) & 1:
+        value <<= 8
+    return (value + initial) % 0xFFFF
+
+
+def csum_fold(total: int) -> int:
+    """The checksum field for a sum from :func:`csum_sum` (never 0 when the data is not all zero)."""
+    total %= 0xFFFF
+    return 0xFFFF - total if total else 0
+
+
+def pseudo_sum(pkt: memoryview, proto: int, length: int) -> int:
+    """Sum of the IPv4/IPv6 pseudo-header of ``pkt`` for an upper layer of ``length`` bytes."""
+    if pkt[0] >> 4 == 4:
+        addrs = pkt[12:20]
+    else:
+        addrs = pkt[8:40]
+    return (int.from_bytes(addrs, "big") + proto + length) % 0xFFFF
+
+
+def ipv4_header_checksum(pkt: memoryview, ihl: int) -> None:
+    """Recompute an IPv4 header's checksum in place."""
+    pkt[10:12] = b"\0\0"
+    _U16.pack_into(pkt, 10, csum_fold(csum_sum(pkt[:ihl])))
+
+
+def complete_checksum(pkt: memoryview, csum_start: int, csum_offset: int) -> None:
+    """Finish a NEEDS_CSUM packet: sum from csum_start (the field holds the pseudo-header sum)."""
+    where = csum_start + csum_offset
+    if where + 2 > len(pkt):
+        raise PacketError(f"virtio header puts the checksum at {where}, past the {len(pkt)}-byte packet")
+    check = csum_fold(csum_sum(pkt[csum_start:]))
+    if check == 0 and csum_offset == UDP_CSUM_OFFSET:
+        check = 0xFFFF  # UDP: zero means "no checksum"
+    _U16.pack_into(pkt, where, check)
+
+
+def _l3(pkt: memoryview) -> tuple[int, int]:
+    """(IP header length, upper protocol) for IPv4 without fragments or IPv6 without extension headers."""
+    version = pkt[0] >> 4
+    if version == 4:
+        return (pkt[0] & 15) * 4, pkt[9]
+    if version == 6:
+        return 40, pkt[6]
+    raise PacketError(f"GSO packet is IP version {version}")
+
+
+def split(pkt: memoryview, gso_type: int, gso_size: int, csum_start: int,
+          take: Callable[[int], Packet]) -> list[Packet]:
+    """Cut one GSO packet into the packets it stands for; ``take(size)`` gives each one's memory.
+
+    TCP segments get consecutive sequence numbers, FIN/PSH only on the last and
+    CWR only on the first; IPv4 packets get consecutive IDs; every segment gets
+    a full IP, TCP or UDP checksum.
+    """
+    gso_type &= ~GSO_ECN
+    iphl, proto = _l3(pkt)
+    if csum_start != iphl:
+        raise PacketError(f"GSO packet's transport header at {csum_start}, IP header is {iphl} bytes")
+    v4 = pkt[0] >> 4 == 4
+    if gso_type in (GSO_TCPV4, GSO_TCPV6):
+        if proto != IPPROTO_TCP or v4 != (gso_type == GSO_TCPV4):
+            raise PacketError(f"GSO type {gso_type} does not match the packet (IPv{pkt[0] >> 4}, protocol {proto})")
+        hdr = iphl + (pkt[iphl + 12] >> 4) * 4
+        csum_at = TCP_CSUM_OFFSET
+    elif gso_type in (GSO_UDP_L4, GSO_UDP):
+        if proto != IPPROTO_UDP:
+            raise PacketError(f"UDP GSO packet carries protocol {proto}")
+        hdr = iphl + 8
+        csum_at = UDP_CSUM_OFFSET
+    else:
+        raise PacketError(f"unknown GSO type {gso_type}")
+    n = len(pkt)
+    if gso_size <= 0 or hdr > n:
+        raise PacketError(f"GSO packet of {n} bytes with headers of {hdr} and segment size {gso_size}")
+    tcp = csum_at == TCP_CSUM_OFFSET
+    if tcp:
+        seq = _U32.unpack_from(pkt, iphl + 4)[0]
+        flags = pkt[iphl + 13]
+    ip_id = _U16.unpack_from(pkt, 4)[0] if v4 else 0
+    addr_sum = int.from_bytes(pkt[12:20] if v4 else pkt[8:40], "big") % 0xFFFF
+    header = pkt[:hdr]
+    out: list[Packet] = []
+    offsets = range(hdr, n, gso_size)
+    last = len(offsets) - 1
+    for i, off in enumerate(offsets):
+        chunk = min(gso_size, n - off)
+        seg = take(hdr + chunk)
+        buf, s = seg.buf, seg.start
+        buf[s : s + hdr] = header
+        buf[s + hdr : s + hdr + chunk] = pkt[off : off + chunk]
+        ip = buf[s : s + hdr + chunk]
+        l4_len = hdr - iphl + chunk
+        if v4:
+            _U16.pack_into(ip, 2, hdr + chunk)
+            _U16.pack_into(ip, 4, (ip_id + i) & 0xFFFF)
+            ipv4_header_checksum(ip, iphl)
+        else:
+            _U16.pack_into(ip, 4, l4_len)
+        if tcp:
+            _U32.pack_into(ip, iphl + 4, (seq + off - hdr) & 0xFFFFFFFF)
+            f = flags
+            if i != last:
+                f &= ~(TCP_FIN | TCP_PSH)
+            if i != 0:
+                f &= ~TCP_CWR
+            ip[iphl + 13] = f
+        else:
+            _U16.pack_into(ip, iphl + 4, l4_len)
+        ip[iphl + csum_at : iphl + csum_at + 2] = b"\0\0"
+        check = csum_fold(csum_sum(ip[iphl:], addr_sum + proto + l4_len))
+        if check == 0 and not tcp:
+            check = 0xFFFF
+        _U16.pack_into(ip, iphl + csum_at, check)
+        out.append(seg)
+    return out
+
+
+def _tcp_key(pkt: memoryview) -> tuple[bytes, int, int, int, int] | None:
+    """(flow key, IP header length, TCP header length, seq, flags) of a coalescable TCP segment."""
+    n = len(pkt)
+    if n < 40:
+        return None
+    version = pkt[0] >> 4
+    if version == 4:
+        # No options, no fragments: the kernel's own GRO rules, kept simple.
+        if pkt[0] != 0x45 or pkt[9] != IPPROTO_TCP or _U16.unpack_from(pkt, 6)[0] & 0x3FFF:
+            return None
+        if _U16.unpack_from(pkt, 2)[0] != n:
+            return None
+        iphl = 20
+        ipkey = bytes(pkt[1:2]) + bytes(pkt[6:9]) + bytes(pkt[12:20])
+    elif version == 6:
+        if n < 60 or pkt[6] != IPPROTO_TCP or 40 + _U16.unpack_from(pkt, 4)[0] != n:
+            return None
+        iphl = 40
+        ipkey = bytes(pkt[0:4]) + bytes(pkt[7:40])
+    else:
+        return None
+    tcphl = (pkt[iphl + 12] >> 4) * 4
+    flags = pkt[iphl + 13]
+    if tcphl < 20 or iphl + tcphl >= n or flags & ~TCP_PSH != TCP_ACK or pkt[iphl + 18] or pkt[iphl + 19]:
+        return None
+    # Ports, ack, data offset, window and options must all match.
+    key = ipkey + bytes(pkt[iphl : iphl + 4]) + bytes(pkt[iphl + 8 : iphl + 13]) + \
+        bytes(pkt[iphl + 14 : iphl + 16]) + bytes(pkt[iphl + 20 : iphl + tcphl])
+    return key, iphl, tcphl, _U32.unpack_from(pkt, iphl + 4)[0], flags
+
+
+def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
+    """Group a batch into runs to write as one: consecutive segments of one TCP flow.
+
+    A run has contiguous sequence numbers, equal-sized payloads (only the last
+    may be shorter), PSH only on its last segment and at most
+    MAX_COALESCED_BYTES in all; anything else is a run of one.
+    """
+    runs: list[list[Packet]] = []
+    run: list[Packet] = []
+    key = None
+    next_seq = mss = total = 0
+    closed = True
+    for p in packets:
+        data = p.data
+        info = _tcp_key(data)
+        if info is not None:
+            k, iphl, tcphl, seq, flags = info
+            payload = len(data) - iphl - tcphl
+            if (not closed and k == key and seq == next_seq and payload <= mss
+                    and total + payload <= MAX_COALESCED_BYTES and len(run) < MAX_COALESCED_SEGMENTS):
+                run.append(p)
+                next_seq = (seq + payload) & 0xFFFFFFFF
+                total += payload
+                closed = payload < mss or bool(flags & TCP_PSH)
+                continue
+            if run:
+                runs.append(run)
+            run = [p]
+            key, next_seq, mss, total = k, (seq + payload) & 0xFFFFFFFF, payload, len(data)
+            closed = bool(flags & TCP_PSH)
+            continue
+        if run:
+            runs.append(run)
+            run = []
+        closed = True
+        runs.append([p])
+    if run:
+        runs.append(run)
+    return runs
+
+
+def coalesced_header(run: Sequence[Packet]) -> bytes:
+    """Turn ``run[0]`` into the head of one GSO write for the whole run; return its virtio header.
+
+    The head's IP length (and IPv4 header checksum) cover the run, PSH is set
+    if the last segment had it, and the TCP checksum field holds the
+    pseudo-header sum with NEEDS_CSUM, as the kernel expects of a GSO packet.
+    """
+    head = run[0].data
+    v4 = head[0] >> 4 == 4
+    iphl = 20 if v4 else 40
+    tcphl = (head[iphl + 12] >> 4) * 4
+    hdr = iphl + tcphl
+    mss = len(head) - hdr
+    total = len(head) + sum(len(p) - hdr for p in run[1:])
+    if v4:
+        _U16.pack_into(head, 2, total)
+        ipv4_header_checksum(head, iphl)
+    else:
+        _U16.pack_into(head, 4, total - 40)
+    last = run[-1].data
+    head[iphl + 13] |= last[iphl + 13] & TCP_PSH
+    psum = pseudo_sum(head, IPPROTO_TCP, total - iphl)
+    _U16.pack_into(head, iphl + TCP_CSUM_OFFSET, psum if psum else 0xFFFF)
+    return VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4 if v4 else GSO_TCPV6, hdr, mss, iphl, TCP_CSUM_OFFSET)

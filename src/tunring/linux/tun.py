@@ -1,0 +1,417 @@
+"""TunDevice: a Linux TUN interface behind the :class:`~tunring.device.Device` API.
+
+The descriptor is ``/dev/net/tun`` opened with ``IFF_TUN | IFF_NO_PI`` (plus
+``IFF_VNET_HDR`` with offloads, ``IFF_MULTI_QUEUE`` with several queues); the
+interface is configured over rtnetlink (:mod:`tunring.linux.netlink`).  Packets
+live in a preallocated :class:`~tunring.pool.PacketPool`: ``receive`` reads
+with ``os.readv`` straight into a packet's slot and ``send`` writes with
+``os.write``/``os.writev`` straight from packet memory.  The interface exists
+as long as the descriptor is open: ``close()`` or the death of the process
+removes it.
+
+Offloads (``offload=True``) work as wireguard-go's on Linux: TUNSETOFFLOAD
+with checksum, TSO4/TSO6 and, where the kernel has it, USO; the 10-byte
+virtio-net header lives in the packet headroom; large GSO reads are split into
+MTU-sized packets and ``send_many`` coalesces consecutive TCP segments of one
+flow into one write (see :mod:`tunring.linux.offload`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import select
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..device import Device
+from ..errors import DeviceError, PacketError, RingClosed, RingFull
+from ..packet import ALLOCATED, RECEIVED, Packet
+from ..pool import PacketPool
+from . import netlink, offload
+from .offload import NEEDS_CSUM, VNET_HDR, VNET_HDR_LEN, ZERO_HDR
+
+log = logging.getLogger(__name__)
+
+TUN_PATH = "/dev/net/tun"
+TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
+TUNSETOFFLOAD = 0x400454D0
+TUNGETFEATURES = 0x800454CF
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
+_IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, flags, rest of the union
+
+DEFAULT_PACKETS = 512
+DEFAULT_HEADROOM = 32  # room for a VPN header (ESP's 24) and the virtio header
+DEFAULT_TAILROOM = 32  # room for a trailer (ESP padding + ICV)
+MAX_GSO_BYTES = VNET_HDR_LEN + 0xFFFF  # the largest read with offloads on
+_SEND_BLOCKED = (errno.EAGAIN, errno.ENOBUFS)
+
+
+@dataclass
+class TunStats:
+    """Counters: reads/writes are system calls, rx/tx packets what the Device API saw."""
+
+    reads: int = 0
+    read_bytes: int = 0
+    writes: int = 0
+    write_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+    gso_splits: int = 0  # large reads cut into several packets
+    gro_runs: int = 0  # writes that carried several packets
+    rx_dropped: int = 0  # reads that could not be delivered (oversize, bad GSO, pool empty)
+    tx_dropped: int = 0  # packets the kernel refused
+
+
+def _open_tun(name: str, flags: int) -> tuple[int, str]:
+    """Open /dev/net/tun and attach it to interface ``name``; returns (fd, actual name)."""
+    try:
+        fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise DeviceError(errno.ENOENT, f"{TUN_PATH} does not exist: load the tun module "
+                          "(modprobe tun) or give the container the device (--device /dev/net/tun)") from None
+    except PermissionError:
+        raise DeviceError(errno.EACCES, f"no permission to open {TUN_PATH}: run as root "
+                          "or with CAP_NET_ADMIN") from None
+    try:
+        ifr = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), flags))
+    except OSError as e:
+        os.close(fd)
+        if e.errno == errno.EPERM:
+            raise DeviceError(e.errno, f"creating TUN interface {name} needs CAP_NET_ADMIN "
+                              "(run as root or grant the capability)") from None
+        if e.errno == errno.EBUSY:
+            raise DeviceError(e.errno, f"interface name {name} is in use by another TUN device") from None
+        if e.errno == errno.EINVAL and netlink.link_index(name) is not None:
+            raise DeviceError(e.errno, f"interface name {name} is in use (by a device that is not "
+                              "a TUN with these flags)") from None
+        raise DeviceError(e.errno, f"TUNSETIFF {name}: {e.strerror}") from None
+    return fd, _IFREQ.unpack(ifr)[0].rstrip(b"\0").decode()
+
+
+class TunDevice(Device):
+    """A TUN interface as a Device: packets are windows into a preallocated pool.
+
+    ``TunDevice("tun0", addresses=["10.0.0.1/24"], mtu=1400)`` creates and
+    configures the interface (root or CAP_NET_ADMIN); ``netns`` creates it
+    inside that named network namespace.  Allocated and received packets have
+    ``headroom`` bytes before the data (at least the virtio header's 10 with
+    offloads; it is overwritten at send) and at least ``tailroom`` after.  A
+    full kernel queue raises RingFull from send (back-pressure: wait_writable
+    and retry); reads never block.  ``queues > 1`` makes a multiqueue interface
+    whose extra queues are ``self.queues[1:]``, each its own TunDevice.
+    """
+
+    def __init__(
+        self,
+        name: str = "tun%d",
+        *,
+        addresses: Iterable[str] = (),
+        routes: Iterable[str] = (),
+        mtu: int = 1500,
+        up: bool = True,
+        headroom: int = DEFAULT_HEADROOM,
+        tailroom: int = DEFAULT_TAILROOM,
+        packets: int = DEFAULT_PACKETS,
+        offload: bool = False,
+        queues: int = 1,
+        netns: str | None = None,
+    ) -> None:
+        if "%" not in name:
+            netlink.check_name(name)
+        addrs = netlink.parse_addresses(addresses)
+        nets = netlink.parse_routes(routes)
+        netlink.check_mtu(mtu, ipv6=any(a.version == 6 for a in addrs))
+        if queues < 1:
+            raise DeviceError(f"queues must be at least 1, got {queues}")
+        if offload and headroom < VNET_HDR_LEN:
+            headroom = VNET_HDR_LEN
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0) | (IFF_MULTI_QUEUE if queues > 1 else 0)
+        self.mtu = mtu
+        self.offload = offload
+        self.netns = netns
+        self._setup(mtu, headroom, tailroom, packets)
+        with netlink.netns(netns):
+            if "%" not in name and netlink.link_index(name) is not None:
+                raise DeviceError(errno.EEXIST, f"interface name {name} is in use")
+            self._fd, self.name = _open_tun(name, flags)
+            try:
+                self.offloads = self._enable_offloads() if offload else 0
+                self.queues: list[TunDevice] = [self]
+                for _ in range(queues - 1):
+                    self.queues.append(self._sibling(flags, headroom, tailroom, packets))
+                self.index = netlink.configure(self.name, mtu=mtu, addresses=addrs, routes=nets, up=up)
+            except BaseException:
+                self.close()
+                raise
+        log.info("opened TUN %s (mtu %d, offloads %#x, %d queue(s))", self.name, mtu, self.offloads, queues)
+
+    def _setup(self, mtu: int, headroom: int, tailroom: int, packets: int) -> None:
+        self.headroom = headroom
+        self.tailroom = tailroom
+        self.stats = TunStats()
+        self._fd = -1
+        self._closed = False
+        self.queues = [self]
+        self._pool = PacketPool(packets, mtu, headroom, tailroom, self)
+        self._ready: deque[Packet] = deque()  # segments of a split GSO read not yet handed out
+        self._last: Packet | None = None
+        pool, vlen = self._pool, VNET_HDR_LEN if self.offload else 0
+        # Per-slot read views (virtio header included), made once: a read is one readv.
+        self._read_views = {lo: pool.buf[lo + headroom - vlen : lo + headroom + mtu]
+                            for lo in range(0, pool.count * pool.slot_bytes, pool.slot_bytes)}
+        # Whatever does not fit a slot spills here: a GSO packet, or an oversize one.
+        self._spill = bytearray(MAX_GSO_BYTES if self.offload else 0xFFFF)
+        self._spill_view = memoryview(self._spill)[vlen + mtu :]
+
+    def _sibling(self, flags: int, headroom: int, tailroom: int, packets: int) -> "TunDevice":
+        """Another queue of this multiqueue interface, with its own descriptor and pool."""
+        q = TunDevice.__new__(TunDevice)
+        q.mtu, q.offload, q.netns, q.name, q.index = self.mtu, self.offload, self.netns, self.name, 0
+        q._setup(self.mtu, headroom, tailroom, packets)
+        q._fd, _ = _open_tun(self.name, flags)
+        q.offloads = q._enable_offloads() if self.offload else 0
+        return q
+
+    def _enable_offloads(self) -> int:
+        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+        for wanted in (base | TUN_F_USO4 | TUN_F_USO6, base):
+            try:
+                fcntl.ioctl(self._fd, TUNSETOFFLOAD, wanted)
+                return wanted
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise DeviceError(e.errno, f"TUNSETOFFLOAD on {self.name}: {e.strerror}") from None
+        raise DeviceError(errno.EINVAL, f"the kernel refuses checksum/TSO offloads on {self.name}")
+
+    # -- sending -----------------------------------------------------------------
+    def _check(self, packet: Packet, state: int, verb: str) -> None:
+        if self._closed:
+            raise RingClosed(f"TUN device {self.name} is closed")
+        if packet.owner is not self:
+            raise PacketError(f"{verb}: this packet belongs to another ring or device")
+        if packet.state != state:
+            raise PacketError(f"{verb}: the packet was already sent, released or cancelled")
+
+    def allocate(self, size: int) -> Packet:
+        if self._closed:
+            raise RingClosed(f"TUN device {self.name} is closed")
+        packet = self._pool.take(size, ALLOCATED)
+        self._last = packet
+        return packet
+
+    def _write(self, packet: Packet, iov: list | None = None) -> bool:
+        """One write; False if the kernel queue is full (the packet stays the caller's)."""
+        try:
+            if iov is not None:
+                n = os.writev(self._fd, iov)
+            elif self.offload:
+                start = packet.start
+                if start - packet.lo < VNET_HDR_LEN:
+                    raise PacketError(f"send: {VNET_HDR_LEN} bytes of headroom are needed for the virtio header")
+                packet.buf[start - VNET_HDR_LEN : start] = ZERO_HDR
+                n = os.write(self._fd, packet.buf[start - VNET_HDR_LEN : packet.end])
+            else:
+                n = os.write(self._fd, packet.buf[packet.start : packet.end])
+        except OSError as e:
+            if e.errno in _SEND_BLOCKED:
+                return False
+            if e.errno == errno.EBADF and self._closed:
+                raise RingClosed(f"TUN device {self.name} is closed") from None
+            self.stats.tx_dropped += 1
+            log.debug("%s: kernel refused a %d-byte packet: %s", self.name, len(packet), e.strerror)
+            return True
+        self.stats.writes += 1
+        self.stats.write_bytes += n
+        return True
+
+    def _done(self, packet: Packet) -> None:
+        if self._last is packet:
+            self._last = None
+        self.stats.tx_packets += 1
+        self._pool.give(packet)
+
+    def send(self, packet: Packet) -> None:
+        self._check(packet, ALLOCATED, "send")
+        if not self._write(packet):
+            raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
+        self._done(packet)
+
+    def send_many(self, packets: list[Packet]) -> None:
+        """Send a batch; with offloads, runs of one TCP flow go out as one GSO write.
+
+        On a full kernel queue RingFull is raised: the packets before the one
+        that did not fit are sent, it and those after it are still the caller's.
+        """
+        for p in packets:
+            self._check(p, ALLOCATED, "send_many")
+        if not self.offload:
+            for p in packets:
+                if not self._write(p):
+                    raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
+                self._done(p)
+            return
+        for run in offload.coalesce(packets):
+            head = run[0]
+            if len(run) == 1:
+                if not self._write(head):
+                    raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
+                self._done(head)
+                continue
+            data = head.data
+            saved = bytes(data[: (40 if data[0] >> 4 == 6 else 20) + 60])  # headers, restored on EAGAIN
+            vhdr = offload.coalesced_header(run)
+            hdr_len = VNET_HDR.unpack(vhdr)[2]
+            head.buf[head.start - VNET_HDR_LEN : head.start] = vhdr
+            iov = [head.buf[head.start - VNET_HDR_LEN : head.end]]
+            iov.extend(p.buf[p.start + hdr_len : p.end] for p in run[1:])
+            if not self._write(head, iov):
+                data[: len(saved)] = saved
+                raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
+            self.stats.gro_runs += 1
+            for p in run:
+                self._done(p)
+
+    def shrink_and_send(self, packet: Packet, size: int | None = None) -> None:
+        self._check(packet, ALLOCATED, "shrink_and_send")
+        if packet is not self._last:
+            raise PacketError("shrink_and_send: only the last allocated, unsent packet can be shrunk")
+        if size is not None:
+            if not 0 <= size <= len(packet):
+                raise PacketError(f"shrink_and_send({size}): can only shrink a {len(packet)}-byte packet")
+            packet.end = packet.start + size
+        self.send(packet)
+
+    def cancel(self, packet: Packet) -> None:
+        self._check(packet, ALLOCATED, "cancel")
+        if self._last is packet:
+            self._last = None
+        self._pool.give(packet)
+
+    def wait_writable(self, timeout_s: float | None = None) -> bool:
+        """Wait until the kernel takes writes again; False on timeout."""
+        ready = select.select([], [self._fd], [], timeout_s)[1]
+        return bool(ready)
+
+    # -- receiving ---------------------------------------------------------------
+    def receive(self) -> Packet | None:
+        if self._ready:
+            return self._ready.popleft()
+        if self._closed:
+            raise RingClosed(f"TUN device {self.name} is closed")
+        pool = self._pool
+        stats = self.stats
+        while True:
+            if not pool.free:
+                raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
+            lo = pool.free.pop()
+            try:
+                n = os.readv(self._fd, [self._read_views[lo], self._spill_view])
+            except BlockingIOError:
+                pool.free.append(lo)
+                return None
+            except OSError as e:
+                pool.free.append(lo)
+                if self._closed:
+                    raise RingClosed(f"TUN device {self.name} is closed") from None
+                raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
+            stats.reads += 1
+            stats.read_bytes += n
+            start = lo + self.headroom
+            if not self.offload:
+                if n <= self.mtu:
+                    stats.rx_packets += 1
+                    return Packet(pool.buf, start, start + n, lo, lo + pool.slot_bytes, self, RECEIVED)
+                pool.free.append(lo)
+                stats.rx_dropped += 1
+                log.debug("%s: dropped a %d-byte packet larger than the MTU", self.name, n)
+                continue
+            packet = self._receive_vnet(lo, start, n)
+            if packet is not None:
+                return packet
+
+    def _receive_vnet(self, lo: int, start: int, n: int) -> Packet | None:
+        pool = self._pool
+        view = self._read_views[lo]
+        flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(view)
+        try:
+            if gso_type == offload.GSO_NONE and n - VNET_HDR_LEN <= self.mtu:
+                packet = Packet(pool.buf, start, start + n - VNET_HDR_LEN, lo, lo + pool.slot_bytes, self, RECEIVED)
+                if flags & NEEDS_CSUM:
+                    offload.complete_checksum(packet.data, csum_start, csum_offset)
+                self.stats.rx_packets += 1
+                return packet
+            pool.free.append(lo)
+            whole = memoryview(self._spill)
+            if n > len(view):
+                whole[: len(view)] = view  # make the packet contiguous in the spill buffer
+            else:
+                whole[:n] = view[:n]
+            pkt = whole[VNET_HDR_LEN:n]
+            if gso_type == offload.GSO_NONE:
+                raise PacketError(f"a {n - VNET_HDR_LEN}-byte packet without GSO exceeds the MTU")
+            hdr = csum_start + (((pkt[csum_start + 12] >> 4) * 4) if gso_type & ~offload.GSO_ECN in
+                                (offload.GSO_TCPV4, offload.GSO_TCPV6) else 8)
+            needed = -(-(len(pkt) - hdr) // gso_size) if gso_size else 0
+            if needed > len(pool.free):
+                raise PacketError(f"a GSO read needs {needed} packets, {len(pool.free)} are free")
+            segments = offload.split(pkt, gso_type, gso_size, csum_start,
+                                     lambda size: pool.take(size, RECEIVED))
+        except (PacketError, IndexError) as e:
+            self.stats.rx_dropped += 1
+            log.debug("%s: dropped a read: %s", self.name, e)
+            return None
+        self.stats.gso_splits += 1
+        self.stats.rx_packets += len(segments)
+        self._ready.extend(segments[1:])
+        return segments[0] if segments else None
+
+    def release(self, packet: Packet) -> None:
+        self._check(packet, RECEIVED, "release")
+        self._pool.give(packet)
+
+    def release_many(self, packets: list[Packet]) -> None:
+        for p in packets:
+            self._check(p, RECEIVED, "release_many")
+            self._pool.give(p)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        if self._ready:
+            return True
+        if self._closed:
+            raise RingClosed(f"TUN device {self.name} is closed")
+        return bool(select.select([self._fd], [], [], timeout_s)[0])
+
+    def _arm(self) -> bool:
+        return bool(self._ready)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        """Close the descriptor(s); the kernel removes the interface with the last one."""
+        if self._closed:
+            return
+        self._closed = True
+        for q in self.queues:
+            if q is not self:
+                q.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._ready.clear()
+
+    def __repr__(self) -> str:
+        return f"<TunDevice {self.name} mtu={self.mtu} offload={self.offload} queues={len(self.queues)}>"
