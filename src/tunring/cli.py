@@ -11,6 +11,7 @@ import sys
 # name -> module with add_parser(subparsers) that sets func=handler(args) -> int
 COMMANDS = {
     "bench": "tunring.apps.bench",
+    "adapter": "tunring.linux.adapter",
 }
 
 

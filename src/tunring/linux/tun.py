@@ -306,6 +306,46 @@ class TunDevice(Device):
         ready = select.select([], [self._fd], [], timeout_s)[1]
         return bool(ready)
 
+    # -- raw I/O into and out of someone else's packet memory (the ring bridge) ------
+    def read_into(self, buf: memoryview) -> int | None:
+        """Read one packet into ``buf``; its length, or None if the kernel has none queued.
+
+        For bridges whose packets live elsewhere (ring slots); needs offload=False.
+        A packet longer than ``buf`` is cut by the kernel: give MTU-sized buffers.
+        """
+        try:
+            n = os.readv(self._fd, [buf])
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if self._closed:
+                raise RingClosed(f"TUN device {self.name} is closed") from None
+            raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
+        self.stats.reads += 1
+        self.stats.read_bytes += n
+        self.stats.rx_packets += 1
+        return n
+
+    def write_from(self, data: memoryview) -> bool:
+        """Write one packet from ``data``; False if the kernel queue is full (try again).
+
+        A packet the kernel refuses is dropped and counted in ``stats.tx_dropped``.
+        """
+        try:
+            n = os.write(self._fd, data)
+        except OSError as e:
+            if e.errno in _SEND_BLOCKED:
+                return False
+            if self._closed:
+                raise RingClosed(f"TUN device {self.name} is closed") from None
+            self.stats.tx_dropped += 1
+            log.debug("%s: kernel refused a %d-byte packet: %s", self.name, len(data), e.strerror)
+            return True
+        self.stats.writes += 1
+        self.stats.write_bytes += n
+        self.stats.tx_packets += 1
+        return True
+
     # -- receiving ---------------------------------------------------------------
     def receive(self) -> Packet | None:
         if self._ready:

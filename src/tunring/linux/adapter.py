@@ -1,0 +1,235 @@
+"""`tunring adapter`: the Wintun driver's role in user space, bridging a ring Session to a TUN.
+
+The adapter creates a TUN interface, listens on an AF_UNIX socket and waits
+for one client, which hands over its :class:`~tunring.session.Session` with
+SCM_RIGHTS (:func:`connect` does that).  From then on packets the client sends
+into the Receive ring are validated by :class:`~tunring.adapter.Adapter`
+(non-IP slots skipped and counted, corruption stops the session) and written
+to the kernel straight from ring memory; packets the kernel sends out of the
+interface are read straight into a reserved Send-ring slot and committed
+(dropped and counted when the ring is full).  When the client closes its
+session or dies (its pidfd fires) the adapter drains what the client had
+published, closes the interface (the kernel removes it) and exits.
+
+Client side::
+
+    session = connect("/run/tunring.sock", lead=16)   # a Session, mtu set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import time
+
+from ..adapter import Adapter
+from ..errors import DeviceError, RingClosed, RingCorrupt, RingFull
+from ..session import DEFAULT_CAPACITY, Session
+from ..shm import SessionHandle
+from .tun import TunDevice
+
+log = logging.getLogger(__name__)
+
+BATCH = 64  # packets per direction before looking at the other one
+POLL_MS = 1000  # sleep bound: the pidfd wakes us on client death anyway
+CONNECT_TIMEOUT_S = 10.0
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class Bridge:
+    """Moves packets between an attached Adapter and a TunDevice until the client goes.
+
+    ``run()`` returns when the client closed its session or died, after the
+    packets it had already published have been written to the kernel whole.
+    ``stats`` is the Adapter's; ``dropped`` counts kernel packets lost to a
+    full Send ring.
+    """
+
+    def __init__(self, adapter: Adapter, tun: TunDevice, client_pid: int | None = None) -> None:
+        if tun.offload:
+            raise DeviceError("the ring bridge needs a TUN device without offloads")
+        self.adapter = adapter
+        self.tun = tun
+        self.dropped = 0
+        self._scratch = bytearray(0xFFFF)  # where a packet with no room in the Send ring is read and dropped
+        fds = adapter._async_fds()
+        self._ring_fd = fds[0]
+        self._pidfd = fds[1] if len(fds) > 1 else None
+        self._own_pidfd = self._pidfd is None and bool(client_pid)
+        if self._own_pidfd:
+            self._pidfd = os.pidfd_open(client_pid)
+
+    def to_kernel(self) -> int:
+        """Write what the client published to the kernel; the count written."""
+        adapter, tun = self.adapter, self.tun
+        packets = adapter.receive_many(BATCH)
+        for i, p in enumerate(packets):
+            while not tun.write_from(p.buf[p.start : p.end]):
+                tun.wait_writable(0.1)  # kernel back-pressure: hold the packet, do not drop it
+        adapter.release_many(packets)
+        return len(packets)
+
+    def to_client(self) -> int:
+        """Read what the kernel sent into reserved Send-ring slots; the count read."""
+        adapter, tun, mtu = self.adapter, self.tun, self.tun.mtu
+        count = 0
+        while count < BATCH:
+            try:
+                p = adapter.reserve(mtu)
+            except RingFull:
+                n = tun.read_into(memoryview(self._scratch))
+                if n is None:
+                    break
+                self.dropped += 1
+                count += 1
+                continue
+            n = tun.read_into(p.buf[p.start : p.end])
+            if n is None:
+                adapter.cancel(p)
+                break
+            adapter.commit(p, n)
+            count += 1
+        return count
+
+    def run(self) -> str:
+        """Bridge until the client leaves; returns why it stopped."""
+        poller = select.poll()
+        poller.register(self.tun.fileno(), select.POLLIN)
+        poller.register(self._ring_fd, select.POLLIN)
+        if self._pidfd is not None:
+            poller.register(self._pidfd, select.POLLIN)
+        adapter = self.adapter
+        try:
+            while True:
+                if self.to_kernel() + self.to_client():
+                    continue
+                if adapter._arm():
+                    adapter._disarm()
+                    continue
+                try:
+                    events = poller.poll(POLL_MS)
+                finally:
+                    adapter._disarm()
+                if self._pidfd is not None and any(fd == self._pidfd for fd, _ in events):
+                    while self.to_kernel():  # what it published before dying was accepted: deliver it
+                        pass
+                    return "the client process has exited"
+        except RingClosed as e:
+            return f"the session ended: {e}"
+        except RingCorrupt as e:
+            log.error("client corrupted its ring: %s", e)
+            return f"the client corrupted its ring: {e}"
+
+    def close(self) -> None:
+        if self._own_pidfd:
+            os.close(self._pidfd)
+        self.adapter.close()
+        self.tun.close()
+
+
+def serve(socket_path: str, tun: TunDevice, *, accept_timeout_s: float | None = None) -> str:
+    """Accept one client on ``socket_path``, bridge its session to ``tun`` until it leaves."""
+    try:
+        os.unlink(socket_path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(socket_path)
+        os.chmod(socket_path, 0o600)
+        listener.listen(1)
+        listener.settimeout(accept_timeout_s)
+        log.info("adapter for %s waiting for a client on %s", tun.name, socket_path)
+        conn, _ = listener.accept()
+    finally:
+        listener.close()
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass
+    with conn:
+        pid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))[0]
+        handle = SessionHandle.recv(conn)
+        adapter = Adapter.attach(handle)
+        bridge = Bridge(adapter, tun, pid)
+        conn.sendall(json.dumps({"name": tun.name, "mtu": tun.mtu}).encode() + b"\n")
+    log.info("client %d attached to %s", pid, tun.name)
+    try:
+        why = bridge.run()
+    finally:
+        bridge.close()
+    log.info("%s removed: %s (%d to kernel, %d to client, %d discarded, %d dropped)", tun.name, why,
+             adapter.stats.rx_packets, adapter.stats.tx_packets, adapter.stats.discards, bridge.dropped)
+    return why
+
+
+def connect(socket_path: str, capacity: int = DEFAULT_CAPACITY, lead: int = 0, trail: int = 0, *,
+            overallocate: bool = False, timeout_s: float = CONNECT_TIMEOUT_S) -> Session:
+    """Create a Session and hand it to the adapter listening on ``socket_path``.
+
+    Waits up to ``timeout_s`` for the adapter to be listening.  The returned
+    session's ``mtu`` is the interface's; ``session.ifname`` names it.
+    """
+    deadline = time.monotonic() + timeout_s
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        while True:
+            try:
+                sock.connect(socket_path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() >= deadline:
+                    raise DeviceError(f"no tunring adapter is listening on {socket_path}") from None
+                time.sleep(0.02)
+        session = Session.create(capacity, lead, trail, overallocate=overallocate)
+        try:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            session.handle().send(sock)
+            reply = sock.makefile("rb").readline()
+            info = json.loads(reply) if reply else None
+            if not info:
+                raise DeviceError(f"the adapter on {socket_path} closed the connection without attaching")
+        except BaseException:
+            session.close()
+            raise
+    finally:
+        sock.close()
+    session.mtu = int(info["mtu"])
+    session.ifname = str(info["name"])  # type: ignore[attr-defined]
+    return session
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("adapter", help="bridge a ring session from another process to a TUN interface")
+    p.add_argument("socket", help="AF_UNIX socket path the client connects to (tunring.linux.adapter.connect)")
+    p.add_argument("--name", default="tunring%d", help="interface name (default: tunring%%d)")
+    p.add_argument("--address", action="append", default=[], help="address/prefix, repeatable (IPv4 or IPv6)")
+    p.add_argument("--route", action="append", default=[], help="route via the interface, repeatable")
+    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--netns", help="create the interface in this named network namespace")
+    p.set_defaults(func=_main)
+
+
+def _unwind(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C: the socket is unlinked and the interface closed."""
+    raise KeyboardInterrupt
+
+
+def _main(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _unwind)
+    try:
+        tun = TunDevice(args.name, addresses=args.address, routes=args.route, mtu=args.mtu, netns=args.netns)
+    except DeviceError as e:
+        logging.getLogger("tunring").error("%s", e.strerror or e)
+        return 2
+    try:
+        serve(args.socket, tun)
+    finally:
+        tun.close()
+    return 0
