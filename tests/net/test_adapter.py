@@ -1,0 +1,170 @@
+"""`tunring adapter`: a ring Session in one process bridged to a TUN interface by another."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tunring.linux import netlink
+
+from traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, tcp_echo, udp_exchange
+
+pytestmark = pytest.mark.net
+
+
+@pytest.fixture
+def adapter(netns, tmp_path):
+    """Start `tunring adapter` on a fresh socket; yields (process, socket path, interface name)."""
+    path = str(tmp_path / "adapter.sock")
+    name = "tra0"
+    args = [sys.executable, "-m", "tunring.cli", "adapter", path, "--name", name]
+    for a in ADDRESSES:
+        args += ["--address", a]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc, path, name
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+        proc.stderr.close()
+
+
+def _reflecting_client(path: str, stop, ready) -> None:
+    from tunring.apps import reflect
+    from tunring.linux.adapter import connect
+
+    session = connect(path, lead=16, trail=8)
+    ready.set()
+    reflect.serve(session, stop.is_set)
+    session.close()
+
+
+def test_exchange_through_adapter(adapter):
+    proc, path, name = adapter
+    ctx = multiprocessing.get_context("fork")
+    stop, ready = ctx.Event(), ctx.Event()
+    client = ctx.Process(target=_reflecting_client, args=(path, stop, ready))
+    client.start()
+    try:
+        assert ready.wait(10), "the client did not attach"
+        assert netlink.link_index(name) is not None
+        ping(PEER4)
+        ping(PEER6)
+        udp_exchange(socket.AF_INET)
+        udp_exchange(socket.AF_INET6)
+        tcp_echo(socket.AF_INET, 1 << 20)
+        tcp_echo(socket.AF_INET6, 1 << 20)
+    finally:
+        stop.set()
+        client.join(10)
+    # The client closed its session: the adapter removes the interface and exits cleanly.
+    assert proc.wait(5) == 0
+    assert netlink.link_index(name) is None
+
+
+PATTERN_PORT = 7100
+
+
+def _streaming_client(path: str, ready, go) -> None:
+    """Send numbered UDP datagrams to the kernel as fast as possible, forever.
+
+    Each is built in two steps inside an MTU-sized allocation (so a kill can
+    land between them) and sent with shrink_and_send; the UDP checksum is 0 so
+    the kernel would hand a corrupted datagram to the socket rather than drop it.
+    """
+    from tunring.errors import RingFull
+    from tunring.linux.adapter import connect
+
+    session = connect(path)
+    src, dst = socket.inet_aton(PEER4), socket.inet_aton(LOCAL4)
+    seq = 0
+    ready.set()
+    go.wait(10)
+    while True:
+        size = 64 + (seq * 37) % 1300
+        try:
+            p = session.allocate(session.mtu)
+        except RingFull:
+            session.wait_writable(session.mtu, 1.0)
+            continue
+        payload = struct.pack("!I", seq) * (size // 4)
+        total = 28 + len(payload)
+        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, seq & 0xFFFF, 0, 64, 17, 0, src, dst))
+        s = sum(struct.unpack("!10H", ip))
+        s = (s & 0xFFFF) + (s >> 16)
+        ip[10:12] = struct.pack("!H", ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF)
+        p.data[:28] = ip + struct.pack("!HHHH", 5555, PATTERN_PORT, 8 + len(payload), 0)
+        p.data[28 : 28 + len(payload) // 2] = payload[: len(payload) // 2]
+        p.data[28 + len(payload) // 2 : total] = payload[len(payload) // 2 :]
+        session.shrink_and_send(p, total)
+        seq += 1
+
+
+def test_client_killed_midstream(adapter):
+    proc, path, name = adapter
+    ctx = multiprocessing.get_context("fork")
+    ready, go = ctx.Event(), ctx.Event()
+    client = ctx.Process(target=_streaming_client, args=(path, ready, go))
+    client.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        try:
+            assert ready.wait(10)
+            server.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE: root may exceed rmem_max
+            server.bind((LOCAL4, PATTERN_PORT))
+            server.settimeout(5)
+            go.set()
+            datagrams = []
+            while len(datagrams) < 3000:
+                datagrams.append(server.recv(65536))
+            os.kill(client.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            client.join(5)
+            # The adapter notices within a second and the interface is gone with it.
+            assert proc.wait(2) == 0
+            deadline = killed + 1.0
+            while netlink.link_index(name) is not None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert netlink.link_index(name) is None
+            assert time.monotonic() - killed < 1.0
+            server.settimeout(0.2)
+            try:
+                while True:
+                    datagrams.append(server.recv(65536))
+            except (TimeoutError, socket.timeout):
+                pass
+        finally:
+            if client.is_alive():
+                client.kill()
+                client.join()
+    # Every datagram that reached the kernel is whole: its length and its contents are its own.
+    seqs = []
+    for d in datagrams:
+        seq = struct.unpack_from("!I", d)[0]
+        assert len(d) == (64 + (seq * 37) % 1300) // 4 * 4
+        assert d == struct.pack("!I", seq) * (len(d) // 4)
+        seqs.append(seq)
+    assert seqs == list(range(len(seqs)))  # nothing lost while the ring had room, in order
+
+
+def test_adapter_reports_bad_arguments(netns, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tunring.cli", "adapter", str(tmp_path / "s"),
+                          "--address", "10.0.0.300/8"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "cannot parse interface address '10.0.0.300/8'" in out.stderr
+
+
+def test_connect_without_adapter_is_a_clear_error(tmp_path):
+    from tunring import DeviceError
+    from tunring.linux.adapter import connect
+
+    with pytest.raises(DeviceError, match="no tunring adapter is listening"):
+        connect(str(tmp_path / "nobody.sock"), timeout_s=0.2)
