@@ -43,6 +43,7 @@ MAX_COALESCED_BYTES = 0xFFFF  # IPv4 total length / what one virtio GSO packet m
 MAX_COALESCED_SEGMENTS = 64
 
 _U16 = struct.Struct("!H")
+_IP4_LEN_ID = struct.Struct("!HH")
 _U32 = struct.Struct("!I")
 
 
@@ -128,44 +129,62 @@ def split(pkt: memoryview, gso_type: int, gso_size: int, csum_start: int,
     if gso_size <= 0 or hdr > n:
         raise PacketError(f"GSO packet of {n} bytes with headers of {hdr} and segment size {gso_size}")
     tcp = csum_at == TCP_CSUM_OFFSET
+    # Every segment's headers are the template's but for a few fields; sum the
+    # template once with those fields zeroed and add each segment's values
+    # (checksums are sums of 16-bit words, so the parts add up).
+    header = bytearray(pkt[:hdr])
+    seq = flags = ip_id = 0
     if tcp:
-        seq = _U32.unpack_from(pkt, iphl + 4)[0]
-        flags = pkt[iphl + 13]
-    ip_id = _U16.unpack_from(pkt, 4)[0] if v4 else 0
-    addr_sum = int.from_bytes(pkt[12:20] if v4 else pkt[8:40], "big") % 0xFFFF
-    header = pkt[:hdr]
+        seq = _U32.unpack_from(header, iphl + 4)[0]
+        flags = header[iphl + 13]
+        header[iphl + 4 : iphl + 8] = b"\0\0\0\0"
+        header[iphl + 13] = 0
+    else:
+        header[iphl + 4 : iphl + 6] = b"\0\0"  # the UDP length, set per segment
+    header[iphl + csum_at : iphl + csum_at + 2] = b"\0\0"
+    if v4:
+        ip_id = _U16.unpack_from(header, 4)[0]
+        header[2:6] = b"\0\0\0\0"
+        header[10:12] = b"\0\0"
+        ip_base = csum_sum(header[:iphl])
+        addrs = header[12:20]
+    else:
+        header[4:6] = b"\0\0"
+        addrs = header[8:40]
+    l4_base = (csum_sum(header[iphl:]) + int.from_bytes(addrs, "big") + proto) % 0xFFFF
     out: list[Packet] = []
     offsets = range(hdr, n, gso_size)
     last = len(offsets) - 1
+    l4_hdr = hdr - iphl
     for i, off in enumerate(offsets):
         chunk = min(gso_size, n - off)
         seg = take(hdr + chunk)
         buf, s = seg.buf, seg.start
         buf[s : s + hdr] = header
         buf[s + hdr : s + hdr + chunk] = pkt[off : off + chunk]
-        ip = buf[s : s + hdr + chunk]
-        l4_len = hdr - iphl + chunk
+        l4_len = l4_hdr + chunk
         if v4:
-            _U16.pack_into(ip, 2, hdr + chunk)
-            _U16.pack_into(ip, 4, (ip_id + i) & 0xFFFF)
-            ipv4_header_checksum(ip, iphl)
+            total = hdr + chunk
+            pid = (ip_id + i) & 0xFFFF
+            _IP4_LEN_ID.pack_into(buf, s + 2, total, pid)
+            _U16.pack_into(buf, s + 10, csum_fold(ip_base + total + pid))
         else:
-            _U16.pack_into(ip, 4, l4_len)
+            _U16.pack_into(buf, s + 4, l4_len)
+        at = s + iphl
         if tcp:
-            _U32.pack_into(ip, iphl + 4, (seq + off - hdr) & 0xFFFFFFFF)
+            sq = (seq + off - hdr) & 0xFFFFFFFF
             f = flags
             if i != last:
                 f &= ~(TCP_FIN | TCP_PSH)
             if i != 0:
                 f &= ~TCP_CWR
-            ip[iphl + 13] = f
+            _U32.pack_into(buf, at + 4, sq)
+            buf[at + 13] = f
+            check = csum_fold(csum_sum(pkt[off : off + chunk], l4_base + (sq >> 16) + (sq & 0xFFFF) + f + l4_len))
         else:
-            _U16.pack_into(ip, iphl + 4, l4_len)
-        ip[iphl + csum_at : iphl + csum_at + 2] = b"\0\0"
-        check = csum_fold(csum_sum(ip[iphl:], addr_sum + proto + l4_len))
-        if check == 0 and not tcp:
-            check = 0xFFFF
-        _U16.pack_into(ip, iphl + csum_at, check)
+            _U16.pack_into(buf, at + 4, l4_len)
+            check = csum_fold(csum_sum(pkt[off : off + chunk], l4_base + 2 * l4_len)) or 0xFFFF
+        _U16.pack_into(buf, at + csum_at, check)
         out.append(seg)
     return out
 
@@ -175,30 +194,33 @@ def _tcp_key(pkt: memoryview) -> tuple[bytes, int, int, int, int] | None:
     n = len(pkt)
     if n < 40:
         return None
-    version = pkt[0] >> 4
-    if version == 4:
-        # No options, no fragments: the kernel's own GRO rules, kept simple.
-        if pkt[0] != 0x45 or pkt[9] != IPPROTO_TCP or _U16.unpack_from(pkt, 6)[0] & 0x3FFF:
-            return None
-        if _U16.unpack_from(pkt, 2)[0] != n:
-            return None
+    first = pkt[0]
+    if first == 0x45:
         iphl = 20
-        ipkey = bytes(pkt[1:2]) + bytes(pkt[6:9]) + bytes(pkt[12:20])
-    elif version == 6:
-        if n < 60 or pkt[6] != IPPROTO_TCP or 40 + _U16.unpack_from(pkt, 4)[0] != n:
-            return None
+    elif first >> 4 == 6 and n >= 60:
         iphl = 40
-        ipkey = bytes(pkt[0:4]) + bytes(pkt[7:40])
     else:
-        return None
+        return None  # not IP, or IPv4 with options: left alone, as the kernel's GRO mostly does
     tcphl = (pkt[iphl + 12] >> 4) * 4
-    flags = pkt[iphl + 13]
-    if tcphl < 20 or iphl + tcphl >= n or flags & ~TCP_PSH != TCP_ACK or pkt[iphl + 18] or pkt[iphl + 19]:
+    if tcphl < 20 or iphl + tcphl >= n:
         return None
-    # Ports, ack, data offset, window and options must all match.
-    key = ipkey + bytes(pkt[iphl : iphl + 4]) + bytes(pkt[iphl + 8 : iphl + 13]) + \
-        bytes(pkt[iphl + 14 : iphl + 16]) + bytes(pkt[iphl + 20 : iphl + tcphl])
-    return key, iphl, tcphl, _U32.unpack_from(pkt, iphl + 4)[0], flags
+    h = bytes(pkt[: iphl + tcphl])
+    if iphl == 20:
+        # TCP, no fragments, and the length must be the packet's.
+        if h[9] != IPPROTO_TCP or _U16.unpack_from(h, 6)[0] & 0x3FFF or _U16.unpack_from(h, 2)[0] != n:
+            return None
+        ipkey = h[1:2] + h[6:9]
+    else:
+        if h[6] != IPPROTO_TCP or 40 + _U16.unpack_from(h, 4)[0] != n:
+            return None
+        ipkey = h[0:4] + h[6:8]
+    flags = h[iphl + 13]
+    if flags & ~TCP_PSH != TCP_ACK or h[iphl + 18] or h[iphl + 19]:
+        return None
+    # Addresses, ports, ack, data offset, window and options must all match.
+    key = ipkey + h[iphl - (8 if iphl == 20 else 32) : iphl + 4] + h[iphl + 8 : iphl + 13] + \
+        h[iphl + 14 : iphl + 16] + h[iphl + 20 :]
+    return key, iphl, tcphl, _U32.unpack_from(h, iphl + 4)[0], flags
 
 
 def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:

@@ -30,7 +30,7 @@ from typing import Iterable
 
 from ..device import Device
 from ..errors import DeviceError, PacketError, RingClosed, RingFull
-from ..packet import ALLOCATED, RECEIVED, Packet
+from ..packet import ALLOCATED, DONE, RECEIVED, Packet
 from ..pool import PacketPool
 from . import netlink, offload
 from .offload import NEEDS_CSUM, VNET_HDR, VNET_HDR_LEN, ZERO_HDR
@@ -176,6 +176,7 @@ class TunDevice(Device):
         # Whatever does not fit a slot spills here: a GSO packet, or an oversize one.
         self._spill = bytearray(MAX_GSO_BYTES if self.offload else 0xFFFF)
         self._spill_view = memoryview(self._spill)[vlen + mtu :]
+        self._read_iovs = {lo: [view, self._spill_view] for lo, view in self._read_views.items()}
 
     def _sibling(self, flags: int, headroom: int, tailroom: int, packets: int) -> "TunDevice":
         """Another queue of this multiqueue interface, with its own descriptor and pool."""
@@ -207,10 +208,14 @@ class TunDevice(Device):
             raise PacketError(f"{verb}: the packet was already sent, released or cancelled")
 
     def allocate(self, size: int) -> Packet:
-        if self._closed:
-            raise RingClosed(f"TUN device {self.name} is closed")
-        packet = self._pool.take(size, ALLOCATED)
-        self._last = packet
+        pool = self._pool
+        if self._closed or not 0 <= size <= pool.room_bytes or not pool.free:
+            if self._closed:
+                raise RingClosed(f"TUN device {self.name} is closed")
+            return pool.take(size, ALLOCATED)  # raises the right error
+        lo = pool.free.pop()
+        start = lo + self.headroom
+        packet = self._last = Packet(pool.buf, start, start + size, lo, lo + pool.slot_bytes, self, ALLOCATED)
         return packet
 
     def _write(self, packet: Packet, iov: list | None = None) -> bool:
@@ -256,14 +261,11 @@ class TunDevice(Device):
         On a full kernel queue RingFull is raised: the packets before the one
         that did not fit are sent, it and those after it are still the caller's.
         """
+        if not self.offload:
+            self._send_plain(packets)
+            return
         for p in packets:
             self._check(p, ALLOCATED, "send_many")
-        if not self.offload:
-            for p in packets:
-                if not self._write(p):
-                    raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
-                self._done(p)
-            return
         for run in offload.coalesce(packets):
             head = run[0]
             if len(run) == 1:
@@ -284,6 +286,31 @@ class TunDevice(Device):
             self.stats.gro_runs += 1
             for p in run:
                 self._done(p)
+
+    def _send_plain(self, packets: list[Packet]) -> None:
+        """send_many without offloads: one write per packet, the loop kept tight (it is the hot path)."""
+        fd, write, free, stats = self._fd, os.write, self._pool.free, self.stats
+        sent = nbytes = 0
+        try:
+            for p in packets:
+                if p.owner is not self or p.state != ALLOCATED:
+                    self._check(p, ALLOCATED, "send_many")
+                try:
+                    nbytes += write(fd, p.buf[p.start : p.end])
+                except OSError:
+                    if not self._write(p):  # classifies the error: back-pressure, or a counted drop
+                        raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
+                    stats.writes -= 1
+                    stats.tx_packets -= 1
+                p.state = DONE
+                free.append(p.lo)
+                sent += 1
+        finally:
+            stats.writes += sent
+            stats.write_bytes += nbytes
+            stats.tx_packets += sent
+            if self._last is not None and self._last.state == DONE:
+                self._last = None
 
     def shrink_and_send(self, packet: Packet, size: int | None = None) -> None:
         self._check(packet, ALLOCATED, "shrink_and_send")
@@ -359,7 +386,7 @@ class TunDevice(Device):
                 raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
             lo = pool.free.pop()
             try:
-                n = os.readv(self._fd, [self._read_views[lo], self._spill_view])
+                n = os.readv(self._fd, self._read_iovs[lo])
             except BlockingIOError:
                 pool.free.append(lo)
                 return None
@@ -419,14 +446,53 @@ class TunDevice(Device):
         self._ready.extend(segments[1:])
         return segments[0] if segments else None
 
+    def receive_many(self, max_count: int) -> list[Packet]:
+        if self.offload or self._ready or self._closed:
+            return super().receive_many(max_count)
+        # Without offloads every read is one packet in its own slot: a tight loop of readv.
+        pool = self._pool
+        fd, readv, free, iovs, buf = self._fd, os.readv, pool.free, self._read_iovs, pool.buf
+        headroom, slot, mtu = self.headroom, pool.slot_bytes, self.mtu
+        out: list[Packet] = []
+        nbytes = 0
+        while len(out) < max_count:
+            if not free:
+                if out:
+                    break
+                raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
+            lo = free.pop()
+            try:
+                n = readv(fd, iovs[lo])
+            except BlockingIOError:
+                free.append(lo)
+                break
+            except OSError as e:
+                free.append(lo)
+                raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
+            nbytes += n
+            if n > mtu:
+                free.append(lo)
+                self.stats.rx_dropped += 1
+                continue
+            start = lo + headroom
+            out.append(Packet(buf, start, start + n, lo, lo + slot, self, RECEIVED))
+        stats = self.stats
+        stats.reads += len(out)
+        stats.read_bytes += nbytes
+        stats.rx_packets += len(out)
+        return out
+
     def release(self, packet: Packet) -> None:
         self._check(packet, RECEIVED, "release")
         self._pool.give(packet)
 
     def release_many(self, packets: list[Packet]) -> None:
+        free = self._pool.free
         for p in packets:
-            self._check(p, RECEIVED, "release_many")
-            self._pool.give(p)
+            if p.owner is not self or p.state != RECEIVED:
+                self._check(p, RECEIVED, "release_many")
+            p.state = DONE
+            free.append(p.lo)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         if self._ready:
