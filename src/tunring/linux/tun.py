@@ -13,7 +13,11 @@ Offloads (``offload=True``) work as wireguard-go's on Linux: TUNSETOFFLOAD
 with checksum, TSO4/TSO6 and, where the kernel has it, USO; the 10-byte
 virtio-net header lives in the packet headroom; large GSO reads are split into
 MTU-sized packets and ``send_many`` coalesces consecutive TCP segments of one
-flow into one write (see :mod:`tunring.linux.offload`).
+flow into one write (see :mod:`tunring.linux.offload`).  ``tso=False`` keeps
+the write side (GRO) but leaves segmentation and checksums of what the kernel
+sends to the kernel: in Python, computing checksums costs more than the read
+system calls TSO saves, so this is often the faster setting (see
+``tunring bench tun``).
 """
 
 from __future__ import annotations
@@ -111,7 +115,8 @@ class TunDevice(Device):
     ``headroom`` bytes before the data (at least the virtio header's 10 with
     offloads; it is overwritten at send) and at least ``tailroom`` after.  A
     full kernel queue raises RingFull from send (back-pressure: wait_writable
-    and retry); reads never block.  ``queues > 1`` makes a multiqueue interface
+    and retry); reads never block.  ``offload``/``tso``: see the module
+    docstring.  ``queues > 1`` makes a multiqueue interface
     whose extra queues are ``self.queues[1:]``, each its own TunDevice.
     """
 
@@ -127,6 +132,7 @@ class TunDevice(Device):
         tailroom: int = DEFAULT_TAILROOM,
         packets: int = DEFAULT_PACKETS,
         offload: bool = False,
+        tso: bool = True,
         queues: int = 1,
         netns: str | None = None,
     ) -> None:
@@ -149,7 +155,7 @@ class TunDevice(Device):
                 raise DeviceError(errno.EEXIST, f"interface name {name} is in use")
             self._fd, self.name = _open_tun(name, flags)
             try:
-                self.offloads = self._enable_offloads() if offload else 0
+                self.offloads = self._enable_offloads(tso) if offload else 0
                 self.queues: list[TunDevice] = [self]
                 for _ in range(queues - 1):
                     self.queues.append(self._sibling(flags, headroom, tailroom, packets))
@@ -184,12 +190,12 @@ class TunDevice(Device):
         q.mtu, q.offload, q.netns, q.name, q.index = self.mtu, self.offload, self.netns, self.name, 0
         q._setup(self.mtu, headroom, tailroom, packets)
         q._fd, _ = _open_tun(self.name, flags)
-        q.offloads = q._enable_offloads() if self.offload else 0
+        q.offloads = q._enable_offloads(self.offloads != 0) if self.offload else 0
         return q
 
-    def _enable_offloads(self) -> int:
+    def _enable_offloads(self, tso: bool) -> int:
         base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-        for wanted in (base | TUN_F_USO4 | TUN_F_USO6, base):
+        for wanted in (base | TUN_F_USO4 | TUN_F_USO6, base) if tso else (0,):
             try:
                 fcntl.ioctl(self._fd, TUNSETOFFLOAD, wanted)
                 return wanted

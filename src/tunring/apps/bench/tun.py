@@ -8,9 +8,11 @@ into packet memory + send_many; receive_many + release_many), ``os`` is a
 plain ``os.write``/``os.read`` loop on the descriptor, ``pytun`` is
 python-pytun's ``write``/``read``.  The ``tcp`` case runs iperf3 between two
 sockets of the namespace through a reflector (:mod:`tunring.apps.reflect`)
-on the interface: tunring with offloads (``tunring``) and without
+on the interface: tunring with offloads (``tunring``: virtio header and GRO
+writes, ``tunring-tso``: also TSO/USO reads split in Python) and without
 (``tunring-plain``) against the same reflector written as an os.read/os.write
-loop (``os``) and with python-pytun (``pytun``).
+loop (``os``) and with python-pytun (``pytun``), all on the same kind of
+interface.
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ def _pytun():
     return dev
 
 
-def _tunring(offload: bool = False):
+def _tunring(offload: bool = False, tso: bool = True):
     from ...linux import TunDevice
 
-    return TunDevice(IFNAME, addresses=ADDRESSES, offload=offload, packets=1024)
+    return TunDevice(IFNAME, addresses=ADDRESSES, offload=offload, tso=tso, packets=1024)
 
 
 def _set_txqlen(n: int) -> None:
@@ -199,6 +201,13 @@ def _checked(seconds: float, got: int, count: int) -> float:
 
 
 # -- TCP through a reflector ---------------------------------------------------------------
+# tunring's TCP configurations: offloads with GRO writes only (the kernel segments and checksums
+# what it sends), full wireguard-go-style offloads (TSO/USO reads split in Python), none.
+TCP_TUNRING = {
+    "tunring": dict(offload=True, tso=False),
+    "tunring-tso": dict(offload=True, tso=True),
+    "tunring-plain": dict(offload=False),
+}
 def _reflect_os(fd: int, stop) -> None:
     from ..reflect import reflect
 
@@ -234,8 +243,8 @@ def _tcp_case(impl: str, seconds: float) -> float:
 
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
-    if impl in ("tunring", "tunring-plain"):
-        dev = _tunring(offload=impl == "tunring")
+    if impl in TCP_TUNRING:
+        dev = _tunring(**TCP_TUNRING[impl])
         proc = ctx.Process(target=serve, args=(dev, stop.is_set), kwargs={"batch": 256})
         close = dev.close
     elif impl == "os":
@@ -306,7 +315,7 @@ def run(args: argparse.Namespace) -> list[Result]:
             if shutil.which("iperf3") is None:
                 raise SystemExit("iperf3 is missing: apt-get install iperf3 (scripts/bootstrap test)")
             for _ in range(args.rounds):
-                for impl in ("tunring", "tunring-plain", "os", "pytun"):
+                for impl in (*TCP_TUNRING, "os", "pytun"):
                     gbps[impl] = max(gbps.get(impl, 0.0), _tcp_case(impl, args.tcp_seconds))
     results = []
     for size in sizes:
@@ -318,5 +327,5 @@ def run(args: argparse.Namespace) -> list[Result]:
     for impl, g in gbps.items():
         # Express a bit rate as full-MTU packets per second so the table's ratio column works.
         results.append(result("tcp iperf3 via reflector", impl, mtu, g * 1e9 / (mtu * 8), 1.0,
-                              offload=impl == "tunring"))
+                              **TCP_TUNRING.get(impl, {"offload": False})))
     return results
