@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import struct
@@ -25,7 +26,7 @@ def adapter(netns, tmp_path):
     """Start `tunring adapter` on a fresh socket; yields (process, socket path, interface name)."""
     path = str(tmp_path / "adapter.sock")
     name = "tra0"
-    args = [sys.executable, "-m", "tunring.cli", "adapter", path, "--name", name]
+    args = [sys.executable, "-m", "tunring.cli", "-v", "adapter", path, "--name", name]
     for a in ADDRESSES:
         args += ["--address", a]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
@@ -168,3 +169,67 @@ def test_connect_without_adapter_is_a_clear_error(tmp_path):
 
     with pytest.raises(DeviceError, match="no tunring adapter is listening"):
         connect(str(tmp_path / "nobody.sock"), timeout_s=0.2)
+
+
+def _idle_client(path: str, ready, go, report) -> None:
+    """Connect with the smallest ring, send one non-IP slot and one UDP packet, then read late."""
+    from tunring.linux.adapter import connect
+
+    session = connect(path, capacity=0x20000)
+    ready.set()
+    junk = session.allocate(40)
+    junk.data[:] = bytes(40)  # IP version 0: the adapter must skip it and count a discard
+    session.send(junk)
+    session.write(_udp4(PEER4, LOCAL4, 5555, PATTERN_PORT, b"after the junk"))
+    go.wait(20)  # the kernel floods us meanwhile; we do not read
+    got = 0
+    while (p := session.receive()) is not None:
+        got += 1
+        session.release(p)
+    report.put(got)
+    session.close()
+
+
+def test_adapter_counts_discards_and_drops_when_the_ring_is_full(adapter):
+    proc, path, name = adapter
+    ctx = multiprocessing.get_context("fork")
+    ready, go, report = ctx.Event(), ctx.Event(), ctx.Queue()
+    client = ctx.Process(target=_idle_client, args=(path, ready, go, report))
+    client.start()
+    try:
+        assert ready.wait(10)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+            server.bind((LOCAL4, PATTERN_PORT))
+            server.settimeout(5)
+            assert server.recvfrom(100) == (b"after the junk", (PEER4, 5555))
+            for i in range(1000):
+                server.sendto(bytes(1000), (PEER4, 9))
+                if i % 100 == 99:
+                    time.sleep(0.01)  # let the adapter keep up with the kernel's queue
+        time.sleep(0.2)
+        go.set()
+        got = report.get(timeout=10)
+    finally:
+        client.join(10)
+        if client.is_alive():
+            client.kill()
+    assert proc.wait(5) == 0
+    log = proc.stderr.read()
+    tally = [line for line in log.splitlines() if "removed:" in line]
+    assert tally, log
+    counts = re.search(r"(\d+) to kernel, (\d+) to client, (\d+) discarded, (\d+) dropped", tally[0])
+    to_kernel, to_client, discarded, dropped = (int(x) for x in counts.groups())
+    # 128 KiB holds about 125 slots of 1028 bytes: the ring filled, the rest was dropped and counted.
+    assert 50 < got < 200 and to_client >= got
+    assert dropped > 500 and to_client + dropped <= 1000 + 20  # + the kernel's own chatter
+    assert discarded == 1 and to_kernel == 1
+
+
+def _udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    total = 28 + len(payload)
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, 17, 0,
+                               socket.inet_aton(src), socket.inet_aton(dst)))
+    s = sum(struct.unpack("!10H", ip))
+    s = (s & 0xFFFF) + (s >> 16)
+    ip[10:12] = struct.pack("!H", ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF)
+    return bytes(ip) + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload

@@ -218,3 +218,52 @@ def _udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
     s = (s & 0xFFFF) + (s >> 16)
     ip[10:12] = struct.pack("!H", ~s & 0xFFFF)
     return bytes(ip) + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def test_created_inside_another_namespace(netns):
+    from pyroute2 import netns as ns
+
+    other = netns + "-b"
+    ns.create(other)
+    try:
+        with TunDevice("trt9", addresses=["10.9.0.1/24"], netns=other) as dev:
+            assert dev.netns == other
+            assert netlink.link_index("trt9") is None  # not here ...
+            with netlink.netns(other):
+                assert netlink.link_index("trt9") == dev.index  # ... there
+        with netlink.netns(other):
+            assert netlink.link_index("trt9") is None
+    finally:
+        ns.remove(other)
+
+
+def test_send_on_a_full_kernel_queue_is_back_pressure(netns, monkeypatch):
+    """EAGAIN from the kernel: RingFull, the packet stays the caller's, sending again works."""
+    with TunDevice("trt10", addresses=ADDRESSES) as dev, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOCAL4, 7778))
+        s.settimeout(5)
+        packets = []
+        for i in range(3):
+            udp = _udp4(PEER4, LOCAL4, 5555, 7778, b"pkt%d......" % i)
+            p = dev.allocate(len(udp))
+            p.data[:] = udp
+            packets.append(p)
+        real_write = os.write
+        calls = []
+
+        def full_after_one(fd, data):
+            calls.append(fd)
+            if len(calls) > 1:
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", full_after_one)
+        with pytest.raises(RingFull, match="kernel queue is full"):
+            dev.send_many(packets)
+        monkeypatch.setattr(os, "write", real_write)
+        assert [p.state for p in packets] == [3, 1, 1]  # DONE, then still ALLOCATED
+        assert dev.wait_writable(40, 1.0)
+        dev.send_many(packets[1:])
+        assert [s.recv(100)[:4] for _ in range(3)] == [b"pkt0", b"pkt1", b"pkt2"]
+        assert dev.stats.tx_packets == 3

@@ -53,32 +53,53 @@ def reflect(pkt: memoryview) -> bool:
     return peer_of(dst) != dst
 
 
-def serve(device: Device, stop: Callable[[], bool], *, batch: int = BATCH, copy: bool = True) -> int:
+def serve(device: Device, stop: Callable[[], bool], *, batch: int = BATCH) -> int:
     """Reflect packets on ``device`` until ``stop()`` is true; returns the number reflected.
 
     Each reflected packet is copied into a newly allocated one (received and
     allocated packets live in different memory on a ring Session), and the
     batch goes out with one send_many so a device with offloads can coalesce.
+    A full ring or kernel queue is waited out, never dropped.
     """
     count = 0
     while not stop():
         if not device.wait(0.05):
             continue
         received = device.receive_many(batch)
-        out = []
+        out: list = []
         for p in received:
             data = p.data
-            if reflect(data):
-                q = device.allocate(len(data))
-                q.buf[q.start : q.end] = data
-                out.append(q)
+            if not reflect(data):
+                continue
+            while True:
+                try:
+                    q = device.allocate(len(data))
+                    break
+                except RingFull:
+                    _flush(device, out)
+                    out = []
+                    _wait_writable(device, len(data))
+            q.buf[q.start : q.end] = data
+            out.append(q)
         device.release_many(received)
+        _flush(device, out)
         count += len(out)
-        while out:
-            try:
-                device.send_many(out)
-                break
-            except RingFull:
-                out = [p for p in out if p.state == ALLOCATED]
-                device.wait_writable(0.1) if hasattr(device, "wait_writable") else time.sleep(0.001)  # type: ignore[attr-defined]
     return count
+
+
+def _flush(device: Device, out: list) -> None:
+    while out:
+        try:
+            device.send_many(out)
+            return
+        except RingFull:
+            out = [p for p in out if p.state == ALLOCATED]
+            _wait_writable(device, len(out[0]))
+
+
+def _wait_writable(device: Device, size: int) -> None:
+    wait = getattr(device, "wait_writable", None)  # rings and TUN devices have it; the loopback never fills
+    if wait is None:
+        time.sleep(0.001)
+    else:
+        wait(size, 0.1)

@@ -69,9 +69,9 @@ class Bridge:
         """Write what the client published to the kernel; the count written."""
         adapter, tun = self.adapter, self.tun
         packets = adapter.receive_many(BATCH)
-        for i, p in enumerate(packets):
+        for p in packets:
             while not tun.write_from(p.buf[p.start : p.end]):
-                tun.wait_writable(0.1)  # kernel back-pressure: hold the packet, do not drop it
+                tun.wait_writable(len(p), 0.1)  # kernel back-pressure: hold the packet, do not drop it
         adapter.release_many(packets)
         return len(packets)
 

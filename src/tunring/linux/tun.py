@@ -334,8 +334,8 @@ class TunDevice(Device):
             self._last = None
         self._pool.give(packet)
 
-    def wait_writable(self, timeout_s: float | None = None) -> bool:
-        """Wait until the kernel takes writes again; False on timeout."""
+    def wait_writable(self, size: int = 0, timeout_s: float | None = None) -> bool:
+        """Wait until the kernel takes writes again; False on timeout (``size`` as in Session's, unused)."""
         ready = select.select([], [self._fd], [], timeout_s)[1]
         return bool(ready)
 
