@@ -10,7 +10,7 @@ import pytest
 from tunring.linux import TunDevice
 from tunring.linux import tun as tunmod
 
-from traffic import ADDRESSES, LOCAL4, LOCAL6, PEER4, PEER6, bulk_tcp, reflecting
+from tun_traffic import ADDRESSES, LOCAL4, LOCAL6, PEER4, PEER6, bulk_tcp, reflecting
 
 pytestmark = pytest.mark.net
 

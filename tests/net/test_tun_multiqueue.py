@@ -11,7 +11,7 @@ from tunring.apps.reflect import serve
 from tunring.linux import TunDevice
 from tunring.linux.multiqueue import QueueWorkers
 
-from traffic import ADDRESSES, LOCAL4, PEER4
+from tun_traffic import ADDRESSES, LOCAL4, PEER4
 
 pytestmark = pytest.mark.net
 

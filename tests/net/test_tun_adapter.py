@@ -16,7 +16,7 @@ import pytest
 
 from tunring.linux import netlink
 
-from traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, tcp_echo, udp_exchange
+from tun_traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, tcp_echo, udp_exchange
 
 pytestmark = pytest.mark.net
 

@@ -15,7 +15,7 @@ from tunring import DeviceError, PacketError, RingFull
 from tunring.linux import TunDevice, netlink
 from tunring.linux import tun as tunmod
 
-from traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, reflecting, tcp_echo, udp_exchange
+from tun_traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, reflecting, tcp_echo, udp_exchange
 
 pytestmark = pytest.mark.net
 
