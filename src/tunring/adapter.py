@@ -56,16 +56,21 @@ class Adapter:
 
     @classmethod
     def attach(cls, handle: shm.SessionHandle) -> "Adapter":
-        """Attach to a session; the adapter takes ownership of the handle's descriptors."""
+        """Attach to a session.  The adapter works on duplicates of the handle's
+        descriptors: the handle stays the caller's to close."""
+        fds = [os.dup(fd) for fd in handle.fds()]
         try:
-            geometry, mapping = shm.open_mapping(handle.memfd)
+            geometry, mapping = shm.open_mapping(fds[0])
         except BaseException:
-            handle.close()
+            for fd in fds:
+                os.close(fd)
             raise
         mem = memoryview(mapping)
-        send_tail, receive_tail, send_head, receive_head = handle.events
+        send_tail, receive_tail, send_head, receive_head = fds[1:]
         store(mem, shm.ADAPTER_PID, os.getpid())
         peer = shm.peer_pidfd(load(mem, shm.CLIENT_PID))
+        if peer is not None:
+            fds.append(peer)
         g = geometry
         reader = RingReader(
             mem, g.receive_base, g.capacity, g.lead, g.trail, validate_ip=True, overallocate=g.overallocate,
@@ -77,7 +82,6 @@ class Adapter:
             tail_waker=Waker(mem, g.send_base + L.ALERTABLE, send_tail),
             space_waker=Waker(mem, shm.SEND_SPACE_ALERTABLE, send_head, peer),
         )
-        fds = handle.fds() + ([peer] if peer is not None else [])
         return cls(reader, writer, mapping=mapping, fds=fds)
 
     @classmethod
@@ -94,27 +98,22 @@ class Adapter:
     # -- from the client (Receive ring) ----------------------------------------
     def receive(self) -> Packet | None:
         """The next valid packet the client sent, or None; non-IP slots are skipped."""
+        got = self.receive_many(1)
+        return got[0] if got else None
+
+    def receive_many(self, max_count: int) -> list[Packet]:
         reader = self._reader
         try:
-            packet = reader.receive()
+            got = reader.receive_many(max_count)
         except RingCorrupt:
             self.stats.errors += 1
             raise
         finally:
             self.stats.discards = reader.discards
-        if packet is not None:
-            self.stats.rx_packets += 1
-            self.stats.rx_bytes += packet.end - packet.start
-        return packet
-
-    def receive_many(self, max_count: int) -> list[Packet]:
-        out: list[Packet] = []
-        while len(out) < max_count:
-            packet = self.receive()
-            if packet is None:
-                break
-            out.append(packet)
-        return out
+        if got:
+            self.stats.rx_packets += len(got)
+            self.stats.rx_bytes += sum([p.end - p.start for p in got])
+        return got
 
     def release(self, packet: Packet) -> None:
         self._reader.release(packet)
@@ -158,7 +157,7 @@ class Adapter:
         """
         writer = self._writer
         if length is None or length == packet.end - packet.start:
-            if writer.pending and writer.pending[-1] is packet:
+            if writer.slots and writer.slots[-1] is packet:
                 writer.shrink_and_send(packet, length)
             else:
                 writer.send(packet)
@@ -199,6 +198,9 @@ class Adapter:
             except OSError:
                 pass
         self._fds = []
+        self._writer.forget()
+        self._reader.forget()
+        shm.unmap(self._mapping, self._writer.mem if self._mapping is not None else None)
         self._mapping = None
 
     def __enter__(self) -> "Adapter":

@@ -41,13 +41,15 @@ class Waker:
     without events (``Session.over``): the sleeper then polls.
     """
 
-    __slots__ = ("mem", "flag", "efd", "peer_fd")
+    __slots__ = ("mem", "flag", "efd", "peer_fd", "spin_s", "sleeps")
 
     def __init__(self, mem: memoryview, flag: int, efd: int | None, peer_fd: int | None = None) -> None:
         self.mem = mem
         self.flag = flag
         self.efd = efd
         self.peer_fd = peer_fd  # a pidfd of the peer process, readable when it exits
+        self.spin_s = SPIN_S
+        self.sleeps = 0  # times the sleeper really slept (for tests and stats)
 
     def notify(self) -> None:
         if self.efd is not None and load(self.mem, self.flag):
@@ -58,7 +60,7 @@ class Waker:
         if ready():
             return True
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        spin_end = time.monotonic() + (SPIN_S if timeout_s is None else min(SPIN_S, timeout_s))
+        spin_end = time.monotonic() + (self.spin_s if timeout_s is None else min(self.spin_s, timeout_s))
         while time.monotonic() < spin_end:
             if ready():
                 return True
@@ -79,6 +81,7 @@ class Waker:
                 if ready():
                     return True
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self.sleeps += 1
                 events = poller.poll(None if left is None else left * 1000.0)
                 self.drain()
                 for fd, _ in events:
@@ -119,6 +122,9 @@ class _End:
         self.trail = trail
         self.pad = L.SIZE_FIELD + lead + trail  # slot bytes besides the packet itself
         self.closed: str | None = None  # why this end stopped, once it has
+        # The packets this end has handed out and not yet had back, in slot order:
+        # a writer's allocated-but-unpublished slots, a reader's taken-but-unreleased ones.
+        self.slots: deque[Packet] = deque()
 
     def _check_open(self) -> None:
         if self.closed is not None:
@@ -129,6 +135,11 @@ class _End:
             raise PacketError(f"{verb}: this packet belongs to another ring or device")
         if packet.state != state:
             raise PacketError(f"{verb}: the packet was already sent, released or cancelled")
+
+    def forget(self) -> None:
+        """Drop this end's views of the mapping (packets still out become unusable)."""
+        self.slots.clear()
+        self.data.release()
 
     def _mark_dead(self, index: int, why: str) -> None:
         """Stop this end and tell the peer, as Wintun does, by writing 0xFFFFFFFF."""
@@ -164,7 +175,6 @@ class RingWriter(_End):
         self.published = self._load_tail_at_start()
         self.tail = self.published  # private: end of the last allocated slot
         self.head = self.published  # last Head seen
-        self.pending: deque[Packet] = deque()  # allocated, unpublished, in slot order
         self.head = self.refresh_head()
 
     def _load_tail_at_start(self) -> int:
@@ -195,28 +205,34 @@ class RingWriter(_End):
         return L.free_space(self.head, self.tail, self.capacity)
 
     def allocate(self, size: int) -> Packet:
+        return self.allocate_many(size, 1)[0]
+
+    def allocate_many(self, size: int, count: int) -> list[Packet]:
+        """Up to ``count`` packets of ``size`` bytes: as many as fit, at least one (else RingFull)."""
         if self.closed is not None:
             raise RingClosed(self.closed)
         if not 0 <= size <= L.MAX_IP_PACKET_SIZE:
             raise PacketError(f"allocate({size}): a packet holds 0 to {L.MAX_IP_PACKET_SIZE} bytes")
         slot = (size + self.pad + 3) & ~3
-        if L.free_space(self.head, self.tail, self.capacity) < slot:
-            self.refresh_head()
-            if L.free_space(self.head, self.tail, self.capacity) < slot:
-                raise RingFull(
-                    f"ring full: a {size}-byte packet needs a {slot}-byte slot, "
-                    f"{L.free_space(self.head, self.tail, self.capacity)} bytes free"
-                )
-        lo = self.tail
-        self.tail = (lo + slot) & self.mask
-        start = lo + L.SIZE_FIELD + self.lead
-        packet = Packet(self.data, start, start + size, lo, lo + slot, self, ALLOCATED)
-        self.pending.append(packet)
-        return packet
+        # Head is read on every call, so a reader that stopped is noticed here.
+        free = L.free_space(self.refresh_head(), self.tail, self.capacity)
+        if free < slot:
+            raise RingFull(f"ring full: a {size}-byte packet needs a {slot}-byte slot, {free} bytes free")
+        count = min(count, free // slot)
+        data, mask, lo, offset = self.data, self.mask, self.tail, L.SIZE_FIELD + self.lead
+        out = []
+        for _ in range(count):
+            start = lo + offset
+            out.append(Packet(data, start, start + size, lo, lo + slot, self, ALLOCATED))
+            lo = (lo + slot) & mask
+        self.tail = lo
+        self.slots.extend(out)
+        return out
 
     def _finish(self, packet: Packet) -> None:
         """Check a packet may be sent as it stands and write its Size field."""
-        self._own(packet, ALLOCATED, "send")
+        if packet.owner is not self or packet.state != ALLOCATED:
+            self._own(packet, ALLOCATED, "send")
         if packet.start != packet.lo + L.SIZE_FIELD + self.lead:
             raise PacketError(
                 "send: the packet's data no longer starts where its slot's data starts; "
@@ -247,10 +263,19 @@ class RingWriter(_End):
         self.publish()
 
     def send_many(self, packets: list[Packet]) -> None:
+        finish = self._finish
         try:
             for packet in packets:
-                self._finish(packet)
-        finally:
+                finish(packet)
+        except BaseException:
+            self.publish()
+            raise
+        if len(packets) == len(self.slots):
+            # Every unpublished slot was just finished (each was checked to be
+            # ours and pending, and none twice): publish them all at once.
+            self.slots.clear()
+            self._publish_to(self.tail)
+        else:
             self.publish()
 
     def shrink_and_send(self, packet: Packet, size: int | None = None) -> None:
@@ -258,7 +283,7 @@ class RingWriter(_End):
         self._own(packet, ALLOCATED, "shrink_and_send")
         if size is None:
             size = packet.end - packet.start
-        if not self.pending or self.pending[-1] is not packet:
+        if not self.slots or self.slots[-1] is not packet:
             raise PacketError("shrink_and_send: only the last allocated, unsent packet can be shrunk")
         room = packet.hi - packet.lo - self.pad
         if not 0 <= size <= room:
@@ -282,8 +307,8 @@ class RingWriter(_End):
         """
         self._own(packet, ALLOCATED, "cancel")
         packet.state = DONE
-        if self.pending[-1] is packet:
-            self.pending.pop()
+        if self.slots[-1] is packet:
+            self.slots.pop()
             self.tail = packet.lo
             return
         room = packet.hi - packet.lo - self.pad
@@ -294,10 +319,13 @@ class RingWriter(_End):
 
     def publish(self) -> None:
         """Move the shared Tail over the prefix of finished slots and wake the reader."""
-        pending = self.pending
+        pending = self.slots
         tail = self.published
         while pending and pending[0].state == DONE:
             tail = pending.popleft().hi & self.mask
+        self._publish_to(tail)
+
+    def _publish_to(self, tail: int) -> None:
         if tail != self.published:
             self.published = tail
             store(self.mem, self.base + L.TAIL, tail)
@@ -358,7 +386,6 @@ class RingReader(_End):
         self.head = head  # private: start of the next slot to take
         self.released = head  # last Head published
         self.tail = head  # last Tail seen
-        self.held: deque[Packet] = deque()  # taken, in slot order, until released
         self.discards = 0
 
     def refresh_tail(self) -> int:
@@ -383,48 +410,60 @@ class RingReader(_End):
         return self.closed is not None or self.head != self.tail or load(self.mem, self.base + L.TAIL) != self.head
 
     def receive(self) -> Packet | None:
+        got = self.receive_many(1)
+        return got[0] if got else None
+
+    def receive_many(self, max_count: int) -> list[Packet]:
+        """Up to ``max_count`` published packets, in order (possibly none)."""
         if self.closed is not None:
             raise RingClosed(self.closed)
+        out: list[Packet] = []
+        data, mask, pad, held = self.data, self.mask, self.pad, self.slots
+        offset = L.SIZE_FIELD + self.lead
+        validate, overallocate = self.validate_ip, self.overallocate
+        head, tail = self.head, self.tail
         discarded = False
         try:
-            while True:
-                head = self.head
-                if head == self.tail and self.refresh_tail() == head:
-                    return None
-                room = (self.tail - head) & self.mask
+            while len(out) < max_count:
+                if head == tail:
+                    self.head = head
+                    tail = self.refresh_tail()
+                    if head == tail:
+                        break
+                room = (tail - head) & mask
                 if room < L.SIZE_FIELD:
                     self.corrupt(f"{room} bytes published at {head:#x}, less than a Size field")
-                size = _unpack_size(self.data, head)[0]  # read once
+                size = _unpack_size(data, head)[0]  # read once
                 if size > L.MAX_IP_PACKET_SIZE:
                     self.corrupt(f"slot at {head:#x} has Size {size:#x} > {L.MAX_IP_PACKET_SIZE:#x}")
-                slot = (size + self.pad + 3) & ~3
+                slot = (size + pad + 3) & ~3
                 if slot > room:
                     self.corrupt(f"slot at {head:#x} ({slot} bytes) runs past the published {room} bytes")
-                self.head = (head + slot) & self.mask
-                start = head + L.SIZE_FIELD + self.lead
-                packet = Packet(self.data, start, start + size, head, head + slot, self, RECEIVED)
-                self.held.append(packet)
-                if self.validate_ip:
-                    real = L.ip_length(packet.data)
-                    if real < 0 or (self.overallocate and real > size):
+                start = head + offset
+                packet = Packet(data, start, start + size, head, head + slot, self, RECEIVED)
+                head = (head + slot) & mask
+                held.append(packet)
+                if validate:
+                    # The driver's rule: IPv4 of >= 20 bytes or IPv6 of >= 40, else skip.
+                    version = data[start] >> 4 if size else 0
+                    if version == 4 and size >= 20:
+                        real = (data[start + 2] << 8) | data[start + 3]
+                    elif version == 6 and size >= 40:
+                        real = 40 + ((data[start + 4] << 8) | data[start + 5])
+                    else:
+                        real = -1
+                    if real < 0 or (overallocate and real > size):
                         packet.state = DONE
                         self.discards += 1
                         discarded = True
                         continue
-                    if self.overallocate:
+                    if overallocate:
                         packet.end = start + real
-                return packet
+                out.append(packet)
         finally:
+            self.head = head
             if discarded:
                 self._release_prefix()
-
-    def receive_many(self, max_count: int) -> list[Packet]:
-        out: list[Packet] = []
-        while len(out) < max_count:
-            packet = self.receive()
-            if packet is None:
-                break
-            out.append(packet)
         return out
 
     def release(self, packet: Packet) -> None:
@@ -433,16 +472,29 @@ class RingReader(_End):
         self._release_prefix()
 
     def release_many(self, packets: list[Packet]) -> None:
-        for packet in packets:
-            self._own(packet, RECEIVED, "release")
-            packet.state = DONE
-        self._release_prefix()
+        try:
+            for packet in packets:
+                if packet.owner is not self or packet.state != RECEIVED:
+                    self._own(packet, RECEIVED, "release")
+                packet.state = DONE
+        except BaseException:
+            self._release_prefix()
+            raise
+        if len(packets) == len(self.slots):
+            # Every held slot was just released (each checked, none twice).
+            self.slots.clear()
+            self._release_to(self.head)
+        else:
+            self._release_prefix()
 
     def _release_prefix(self) -> None:
-        held = self.held
+        held = self.slots
         head = self.released
         while held and held[0].state == DONE:
             head = held.popleft().hi & self.mask
+        self._release_to(head)
+
+    def _release_to(self, head: int) -> None:
         if head != self.released and self.closed is None:
             self.released = head
             store(self.mem, self.base + L.HEAD, head)

@@ -133,6 +133,10 @@ class Session(Device):
     def allocate(self, size: int) -> Packet:
         return self._writer.allocate(size)
 
+    def allocate_many(self, size: int, count: int) -> list[Packet]:
+        """Up to ``count`` packets of ``size`` bytes (as many as fit; RingFull if none)."""
+        return self._writer.allocate_many(size, count)
+
     def send(self, packet: Packet) -> None:
         self._writer.send(packet)
 
@@ -219,8 +223,9 @@ class Session(Device):
             except OSError:
                 pass
         self._fds = []
-        # Packets handed out may still view the memory: the mapping is unmapped
-        # when the last view of it is gone, not here.
+        self._writer.forget()
+        self._reader.forget()
+        shm.unmap(self._mapping, self._writer.mem if self._mapping is not None else None)
         self._mapping = None
 
     def __repr__(self) -> str:

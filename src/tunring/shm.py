@@ -125,6 +125,17 @@ def open_mapping(fd: int) -> tuple[Geometry, mmap.mmap]:
     return geometry, mapping
 
 
+def unmap(mapping: mmap.mmap | None, mem: memoryview | None) -> None:
+    """Unmap now unless the caller still holds views of it (then garbage collection will)."""
+    if mem is not None:
+        mem.release()
+    if mapping is not None:
+        try:
+            mapping.close()
+        except BufferError:
+            pass
+
+
 def peer_pidfd(pid: int) -> int | None:
     """A pidfd that becomes readable when ``pid`` exits, or None if it cannot be had."""
     if pid <= 0 or pid == os.getpid():
@@ -142,7 +153,10 @@ class SessionHandle:
     Hand it over with :meth:`send`/:meth:`recv` on an AF_UNIX socket (SCM_RIGHTS),
     or pass it as an argument to a ``multiprocessing.Process`` (it pickles by
     duplicating its descriptors, through multiprocessing's own fd passing).
-    The receiver owns the descriptors it gets and closes them.
+    ``Adapter.attach`` duplicates what it needs; a handle that was received
+    (``recv``, unpickled) owns its descriptors and should be closed after attaching
+    (it is a context manager).  ``Session.handle()`` returns the session's own
+    descriptors: do not close those.
     """
 
     memfd: int
@@ -169,6 +183,12 @@ class SessionHandle:
                 os.close(fd)
             except OSError:
                 pass
+
+    def __enter__(self) -> "SessionHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __reduce__(self):
         from multiprocessing.reduction import DupFd

@@ -155,8 +155,8 @@ def serve(socket_path: str, tun: TunDevice, *, accept_timeout_s: float | None = 
             pass
     with conn:
         pid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))[0]
-        handle = SessionHandle.recv(conn)
-        adapter = Adapter.attach(handle)
+        with SessionHandle.recv(conn) as handle:  # attach duplicates what it keeps
+            adapter = Adapter.attach(handle)
         bridge = Bridge(adapter, tun, pid)
         conn.sendall(json.dumps({"name": tun.name, "mtu": tun.mtu}).encode() + b"\n")
     log.info("client %d attached to %s", pid, tun.name)

@@ -14,6 +14,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 BENCHES: dict[str, str] = {
+    "ring": "tunring.apps.bench.ring",
     "tun": "tunring.apps.bench.tun",
 }
 
@@ -42,12 +43,17 @@ def result(case: str, impl: str, packet_size: int, packets: int, seconds: float,
 
 
 def render_table(name: str, results: list[Result]) -> str:
-    """A human table; each row's ``vs tunring`` is tunring's pps over that row's pps."""
-    ours = {(r.case, r.packet_size): r.pps for r in results if r.impl == "tunring"}
+    """A human table.  A peer's "tunring x" is tunring's best pps over the peer's, among
+    tunring rows of the same size whose case is the peer's case or starts with it plus "-"."""
+
+    def best_ours(peer: Result) -> float:
+        return max((r.pps for r in results if r.impl == "tunring" and r.packet_size == peer.packet_size
+                    and (r.case == peer.case or r.case.startswith(peer.case + "-"))), default=0.0)
+
     lines = [f"tunring bench {name}",
              f"{'case':<28} {'impl':<12} {'size':>6} {'pps':>12} {'Gbit/s':>8} {'tunring x':>10}"]
     for r in results:
-        base = ours.get((r.case, r.packet_size))
+        base = best_ours(r) if r.impl != "tunring" else 0.0
         ratio = f"{base / r.pps:.2f}" if base and r.pps and r.impl != "tunring" else ""
         lines.append(f"{r.case:<28} {r.impl:<12} {r.packet_size:>6} {r.pps:>12,.0f} {r.gbps:>8.3f} {ratio:>10}")
     return "\n".join(lines)
