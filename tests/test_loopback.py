@@ -144,3 +144,14 @@ def test_random_use_keeps_order_and_accounting(ops):
         dev.release_many(held)
         assert got == sent
         assert dev.packets_out == 0
+
+
+def test_allocate_many_gives_what_the_pool_has():
+    with LoopbackDevice(packets=5) as dev:
+        ps = dev.allocate_many(100, 3)
+        assert len(ps) == 3 and all(len(p) == 100 for p in ps)
+        assert len(dev.allocate_many(10, 8)) == 2
+        with pytest.raises(RingFull):
+            dev.allocate_many(10, 1)
+        dev.send_many(ps)
+        assert dev.receive_many(8) == ps

@@ -55,6 +55,13 @@ class LoopbackDevice(Device):
         self._last = packet
         return packet
 
+    def allocate_many(self, size: int, count: int) -> list[Packet]:
+        """Up to ``count`` packets of ``size`` bytes (as many as the pool has; RingFull if none)."""
+        out = [self.allocate(size)]
+        while len(out) < count and self._pool.free:
+            out.append(self.allocate(size))
+        return out
+
     def send(self, packet: Packet) -> None:
         self._check(packet, ALLOCATED, "send")
         if packet.start != packet.lo + self.headroom:

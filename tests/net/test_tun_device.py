@@ -167,7 +167,8 @@ def test_full_kernel_queue_is_back_pressure(netns):
 def test_packet_api_on_tun(netns):
     with TunDevice("trt8", addresses=ADDRESSES, headroom=24, tailroom=20, packets=4) as dev:
         # Pool: four packets, then RingFull; cancel gives one back.
-        ps = [dev.allocate(100) for _ in range(4)]
+        ps = dev.allocate_many(100, 10)
+        assert len(ps) == 4
         with pytest.raises(RingFull, match="pool exhausted"):
             dev.allocate(100)
         with pytest.raises(PacketError, match="last allocated"):

@@ -224,6 +224,20 @@ class TunDevice(Device):
         packet = self._last = Packet(pool.buf, start, start + size, lo, lo + pool.slot_bytes, self, ALLOCATED)
         return packet
 
+    def allocate_many(self, size: int, count: int) -> list[Packet]:
+        """Up to ``count`` packets of ``size`` bytes: as many as the pool has, at least one (else RingFull)."""
+        pool = self._pool
+        if self._closed or not 0 <= size <= pool.room_bytes or not pool.free:
+            return [self.allocate(size)]  # raises the right error
+        free, buf, headroom, slot = pool.free, pool.buf, self.headroom, pool.slot_bytes
+        out = []
+        for _ in range(min(count, len(free))):
+            lo = free.pop()
+            start = lo + headroom
+            out.append(Packet(buf, start, start + size, lo, lo + slot, self, ALLOCATED))
+        self._last = out[-1]
+        return out
+
     def _write(self, packet: Packet, iov: list | None = None) -> bool:
         """One write; False if the kernel queue is full (the packet stays the caller's)."""
         try:

@@ -3,7 +3,7 @@
 Needs root.  Everything runs inside a network namespace the benchmark creates
 and removes.  Per-packet cases (no offloads): ``write`` sends prebuilt UDP
 packets into the kernel, ``read`` drains packets the kernel queued on the
-interface beforehand; tunring goes through the Device API (allocate + copy
+interface beforehand; tunring goes through the Device API (allocate_many + copy
 into packet memory + send_many; receive_many + release_many), ``os`` is a
 plain ``os.write``/``os.read`` loop on the descriptor, ``pytun`` is
 python-pytun's ``write``/``read``.  The ``tcp`` case runs iperf3 between two
@@ -112,11 +112,9 @@ def _write_case(impl: str, size: int, count: int) -> float:
         try:
             t0 = time.perf_counter()
             for _ in range(count // BATCH):
-                out = []
-                for _ in range(BATCH):
-                    p = dev.allocate(size)
+                out = dev.allocate_many(size, BATCH)
+                for p in out:
                     p.buf[p.start : p.end] = pkt
-                    out.append(p)
                 dev.send_many(out)
             return time.perf_counter() - t0
         finally:
