@@ -206,6 +206,13 @@ def test_packet_api_on_tun(netns):
             assert bytes(q.data[:8]) == b"VPNHDR!!" and bytes(q.data[-4:]) == b"TAIL"
             dev.release(q)
         assert dev.stats.tx_packets == 1 and dev.stats.rx_packets >= 1
+        # Something that is not IP: the kernel refuses it, the device counts a drop and goes on.
+        junk = dev.allocate(20)
+        junk.data[:] = bytes(20)
+        dev.send_many([junk])
+        assert dev.stats.tx_dropped == 1 and dev.stats.tx_packets == 1
+        dev.write(bytes(20))
+        assert dev.stats.tx_dropped == 2
 
 
 def _udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:

@@ -286,6 +286,8 @@ class TunDevice(Device):
             return
         for p in packets:
             self._check(p, ALLOCATED, "send_many")
+            if p.start - p.lo < VNET_HDR_LEN:  # the virtio header must stay inside the packet's memory
+                raise PacketError(f"send_many: {VNET_HDR_LEN} bytes of headroom are needed for the virtio header")
         for run in offload.coalesce(packets):
             head = run[0]
             if len(run) == 1:
@@ -310,25 +312,28 @@ class TunDevice(Device):
     def _send_plain(self, packets: list[Packet]) -> None:
         """send_many without offloads: one write per packet, the loop kept tight (it is the hot path)."""
         fd, write, free, stats = self._fd, os.write, self._pool.free, self.stats
-        sent = nbytes = 0
+        sent = dropped = nbytes = 0
         try:
             for p in packets:
                 if p.owner is not self or p.state != ALLOCATED:
                     self._check(p, ALLOCATED, "send_many")
                 try:
                     nbytes += write(fd, p.buf[p.start : p.end])
-                except OSError:
-                    if not self._write(p):  # classifies the error: back-pressure, or a counted drop
+                except OSError as e:
+                    if e.errno in _SEND_BLOCKED:
                         raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
-                    stats.writes -= 1
-                    stats.tx_packets -= 1
+                    if self._closed:
+                        raise RingClosed(f"TUN device {self.name} is closed") from None
+                    dropped += 1
+                    log.debug("%s: kernel refused a %d-byte packet: %s", self.name, len(p), e.strerror)
                 p.state = DONE
                 free.append(p.lo)
                 sent += 1
         finally:
-            stats.writes += sent
+            stats.writes += sent - dropped
             stats.write_bytes += nbytes
-            stats.tx_packets += sent
+            stats.tx_packets += sent - dropped
+            stats.tx_dropped += dropped
             if self._last is not None and self._last.state == DONE:
                 self._last = None
 
@@ -360,6 +365,8 @@ class TunDevice(Device):
         For bridges whose packets live elsewhere (ring slots); needs offload=False.
         A packet longer than ``buf`` is cut by the kernel: give MTU-sized buffers.
         """
+        if self.offload:
+            raise PacketError("read_into: reads from an offloading device carry a virtio header")
         try:
             n = os.readv(self._fd, [buf])
         except BlockingIOError:
