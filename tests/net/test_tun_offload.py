@@ -15,7 +15,8 @@ from tun_traffic import ADDRESSES, LOCAL4, LOCAL6, PEER4, PEER6, bulk_tcp, refle
 pytestmark = pytest.mark.net
 
 BULK_BYTES = 50 * 1000 * 1000
-UDP_SEGMENT = 103  # socket option: send one large datagram cut into segments of this size
+UDP_SEGMENT = 103
+PSH = 0x08  # socket option: send one large datagram cut into segments of this size
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
@@ -102,3 +103,95 @@ def test_udp_gso_split_matches_the_kernels_own_segmentation(netns, family):
         pseudo = addrs + struct.pack("!HH", 17, len(b) - ihl)
         assert _reference_checksum(pseudo + b[ihl:]) == 0xFFFF
     assert b"".join(b[ihl + 8:] for b in ours) == payload
+
+
+def _record_and_reflect(dev, stop, port: int, records, done) -> None:
+    """reflect.serve, keeping a copy of every TCP packet with data sent to ``port``; then its GSO splits."""
+    from tunring.apps.reflect import reflect
+
+    while not stop.is_set():
+        if not dev.wait(0.05):
+            continue
+        received = dev.receive_many(64)
+        out = []
+        for p in received:
+            data = p.data
+            ihl = 20 if data[0] >> 4 == 4 else 40
+            proto = data[9] if ihl == 20 else data[6]
+            if proto == 6 and struct.unpack_from("!H", data, ihl + 2)[0] == port \
+                    and len(data) > ihl + (data[ihl + 12] >> 4) * 4:
+                records.put(bytes(data))
+            if reflect(data):
+                q = dev.allocate(len(data))
+                q.buf[q.start : q.end] = data
+                out.append(q)
+        dev.release_many(received)
+        dev.send_many(out)
+    done.put(dev.stats.gso_splits)
+
+
+def _segments(family: int, offload: bool, nbytes: int) -> tuple[list[tuple], list[bytes], int]:
+    """Send ``nbytes`` in one go on a fresh connection; the data segments the device read, normalised."""
+    import multiprocessing
+    import time
+
+    local, peer = (LOCAL4, PEER4) if family == socket.AF_INET else (LOCAL6, PEER6)
+    ctx = multiprocessing.get_context("fork")
+    stop, records, done = ctx.Event(), ctx.Queue(), ctx.Queue()
+    with TunDevice("trs0", addresses=ADDRESSES, offload=offload) as dev, \
+            socket.socket(family, socket.SOCK_STREAM) as listener:
+        listener.bind((local, 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        child = ctx.Process(target=_record_and_reflect, args=(dev, stop, port, records, done))
+        child.start()
+        try:
+            with socket.create_connection((peer, port), timeout=5) as client:
+                conn, _ = listener.accept()
+                time.sleep(0.2)  # handshake done, nothing in flight
+                # Corked, the send becomes one skb whatever the timing: one GSO packet with
+                # TSO, cut by the kernel's software GSO for the plain TUN.
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                client.sendall(bytes(range(256)) * (nbytes // 256))
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                got = 0
+                conn.settimeout(5)
+                while got < nbytes:
+                    got += len(conn.recv(65536))
+                conn.close()
+            seen = []
+            while len(b"".join(seen)) < nbytes:  # headers included: enough once the payload is there
+                seen.append(records.get(timeout=5))
+        finally:
+            stop.set()
+            splits = done.get(timeout=5)
+            child.join(5)
+            if child.is_alive():
+                child.kill()
+    ihl = 20 if family == socket.AF_INET else 40
+    isn = struct.unpack_from("!I", seen[0], ihl + 4)[0]
+    shape = []
+    for d in seen:
+        thl = (d[ihl + 12] >> 4) * 4
+        shape.append((struct.unpack_from("!I", d, ihl + 4)[0] - isn, len(d) - ihl - thl, d[ihl + 13], thl))
+    return shape, seen, splits
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_tcp_segments_match_what_a_plain_tun_delivers(netns, family):
+    """One corked send of 8 KiB: the kernel segments it for a plain TUN; with TSO we split its GSO packets."""
+    plain, _, _ = _segments(family, False, 8192)
+    ours, raw, splits = _segments(family, True, 8192)
+    assert splits >= 1  # it came as GSO packets, which we split
+    # Where the kernel cuts the stream into skbs (and so where PSH lands) depends on its TSO
+    # autosizing and timing, in both runs; everything else must be identical.
+    assert [(seq, n, flags & ~PSH, thl) for seq, n, flags, thl in ours] == \
+        [(seq, n, flags & ~PSH, thl) for seq, n, flags, thl in plain]
+    assert ours[-1][2] & PSH and plain[-1][2] & PSH
+    assert sum(length for _, length, _, _ in ours) == 8192 and len(ours) > 1
+    ihl = 20 if family == socket.AF_INET else 40
+    for d in raw:
+        if ihl == 20:
+            assert _reference_checksum(d[:20]) == 0xFFFF
+        addrs = d[12:20] if ihl == 20 else d[8:40]
+        assert _reference_checksum(addrs + struct.pack("!HH", 6, len(d) - ihl) + d[ihl:]) == 0xFFFF
