@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -123,6 +124,21 @@ def test_client_killed_midstream(adapter):
             server.bind((LOCAL4, PATTERN_PORT))
             server.settimeout(5)
             go.set()
+            # The kernel keeps sending to the client too (it never reads: the adapter drops),
+            # so the adapter is busy, not idle, when the client dies.
+            flooding = threading.Event()
+            flooding.set()
+
+            def flood() -> None:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    while flooding.is_set():
+                        try:
+                            s.sendto(bytes(500), (PEER4, 9))
+                        except OSError:  # the interface went away
+                            time.sleep(0.001)
+
+            flooder = threading.Thread(target=flood, daemon=True)
+            flooder.start()
             datagrams = []
             while len(datagrams) < 3000:
                 datagrams.append(server.recv(65536))
@@ -136,6 +152,8 @@ def test_client_killed_midstream(adapter):
                 time.sleep(0.01)
             assert netlink.link_index(name) is None
             assert time.monotonic() - killed < 1.0
+            flooding.clear()
+            flooder.join(5)
             server.settimeout(0.2)
             try:
                 while True:

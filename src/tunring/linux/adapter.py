@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 64  # packets per direction before looking at the other one
 POLL_MS = 1000  # sleep bound: the pidfd wakes us on client death anyway
+DEATH_CHECK_S = 0.1  # while busy, how often to look whether the client has died
 CONNECT_TIMEOUT_S = 10.0
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -105,9 +106,15 @@ class Bridge:
         if self._pidfd is not None:
             poller.register(self._pidfd, select.POLLIN)
         adapter = self.adapter
+        next_check = time.monotonic() + DEATH_CHECK_S
         try:
             while True:
                 if self.to_kernel() + self.to_client():
+                    # Busy (the kernel may keep sending to a dead client): look at the pidfd now and then.
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + DEATH_CHECK_S
+                        if self._client_exited(0):
+                            return self._drain()
                     continue
                 if adapter._arm():
                     adapter._disarm()
@@ -117,14 +124,21 @@ class Bridge:
                 finally:
                     adapter._disarm()
                 if self._pidfd is not None and any(fd == self._pidfd for fd, _ in events):
-                    while self.to_kernel():  # what it published before dying was accepted: deliver it
-                        pass
-                    return "the client process has exited"
+                    return self._drain()
         except RingClosed as e:
             return f"the session ended: {e}"
         except RingCorrupt as e:
             log.error("client corrupted its ring: %s", e)
             return f"the client corrupted its ring: {e}"
+
+    def _client_exited(self, timeout_s: float) -> bool:
+        return self._pidfd is not None and bool(select.select([self._pidfd], [], [], timeout_s)[0])
+
+    def _drain(self) -> str:
+        """The client died: what it had published was accepted, so deliver it whole."""
+        while self.to_kernel():
+            pass
+        return "the client process has exited"
 
     def close(self) -> None:
         if self._own_pidfd:
@@ -174,7 +188,7 @@ def connect(socket_path: str, capacity: int = DEFAULT_CAPACITY, lead: int = 0, t
     """Create a Session and hand it to the adapter listening on ``socket_path``.
 
     Waits up to ``timeout_s`` for the adapter to be listening.  The returned
-    session's ``mtu`` is the interface's; ``session.ifname`` names it.
+    session's ``mtu`` is the interface's.
     """
     deadline = time.monotonic() + timeout_s
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -201,7 +215,7 @@ def connect(socket_path: str, capacity: int = DEFAULT_CAPACITY, lead: int = 0, t
     finally:
         sock.close()
     session.mtu = int(info["mtu"])
-    session.ifname = str(info["name"])  # type: ignore[attr-defined]
+    log.info("attached to the adapter of %s (mtu %d) on %s", info["name"], session.mtu, socket_path)
     return session
 
 
