@@ -24,16 +24,18 @@ def ipv6(size: int, seq: int = 0) -> bytes:
 
 
 def stamped(size: int, seq: int) -> bytes:
-    """An IPv4 packet carrying seq and a CRC32 of its body, so a receiver can check it alone."""
-    base = ipv4(size, seq)
-    return base[:-4] + struct.pack("!I", zlib.crc32(base[:-4]))
+    """An IPv4 packet (>= 28 bytes) carrying a 32-bit seq and a CRC32 of everything before it."""
+    base = bytearray(ipv4(size, seq))
+    struct.pack_into("!I", base, 20, seq & 0xFFFFFFFF)
+    struct.pack_into("!I", base, size - 4, zlib.crc32(base[: size - 4]))
+    return bytes(base)
 
 
 def check_stamped(data) -> int:
-    """The seq of a packet made by stamped(), or AssertionError if it is damaged."""
+    """The seq of a packet made by stamped(); AssertionError if it is damaged."""
     body = bytes(data)
     assert struct.unpack("!I", body[-4:])[0] == zlib.crc32(body[:-4]), "packet damaged"
-    return struct.unpack("!H", body[4:6])[0]
+    return struct.unpack_from("!I", body, 20)[0]
 
 
 @contextlib.contextmanager

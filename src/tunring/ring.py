@@ -331,8 +331,6 @@ class RingWriter(_End):
             store(self.mem, self.base + L.TAIL, tail)
             if self.tail_waker is not None:
                 self.tail_waker.notify()
-            if self.closed is None:
-                self.refresh_head()
 
     def wait_writable(self, size: int, timeout_s: float | None) -> bool:
         """Wait until a ``size``-byte packet would fit; False on timeout."""
