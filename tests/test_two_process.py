@@ -61,6 +61,7 @@ def adapter_side(handle: SessionHandle, count: int, conn) -> None:
             adapter = Adapter.attach(handle)
         result = pump(adapter.reserve, adapter.commit, adapter.receive_many, adapter.release_many,
                       adapter.wait, count)
+        assert adapter.flush(10.0), "the client did not take everything"
         conn.send(("ok", result, adapter.stats.discards))
         adapter.close()
     except BaseException as e:  # report, do not hang the parent

@@ -177,6 +177,10 @@ class Adapter:
         self.stats.tx_packets += 1
         self.stats.tx_bytes += len(data)
 
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until the peer has taken and released every packet sent; False on timeout."""
+        return self._writer.flush(timeout_s)
+
     def wait_writable(self, size: int, timeout_s: float | None = None) -> bool:
         return self._writer.wait_writable(size, timeout_s)
 

@@ -97,6 +97,11 @@ class Waker:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
 
+    def kick(self) -> None:
+        """Wake the sleeper unconditionally (the ring is closing)."""
+        if self.efd is not None:
+            os.eventfd_write(self.efd, 1)
+
     def drain(self) -> None:
         if self.efd is not None:
             try:
@@ -169,8 +174,9 @@ class RingWriter(_End):
         overallocate: bool = False,
     ) -> None:
         super().__init__(mem, base, capacity, lead, trail)
-        self.tail_waker = tail_waker  # wakes the reader when Tail moves
-        self.space_waker = space_waker  # the reader wakes us when Head moves
+        # Without events (Session.over) waiting falls back to polling.
+        self.tail_waker = tail_waker or Waker(mem, 0, None)  # wakes the reader when Tail moves
+        self.space_waker = space_waker or Waker(mem, 0, None)  # the reader wakes us when Head moves
         self.overallocate = overallocate
         self.published = self._load_tail_at_start()
         self.tail = self.published  # private: end of the last allocated slot
@@ -329,8 +335,7 @@ class RingWriter(_End):
         if tail != self.published:
             self.published = tail
             store(self.mem, self.base + L.TAIL, tail)
-            if self.tail_waker is not None:
-                self.tail_waker.notify()
+            self.tail_waker.notify()
 
     def wait_writable(self, size: int, timeout_s: float | None) -> bool:
         """Wait until a ``size``-byte packet would fit; False on timeout."""
@@ -339,16 +344,24 @@ class RingWriter(_End):
         def fits() -> bool:
             return L.free_space(self.refresh_head(), self.tail, self.capacity) >= slot
 
-        if self.space_waker is None:
-            return Waker(self.mem, 0, None).sleep_until(fits, timeout_s)
         return self.space_waker.sleep_until(fits, timeout_s)
 
+    def flush(self, timeout_s: float | None) -> bool:
+        """Wait until the reader has taken and released everything published; False on timeout."""
+
+        def drained() -> bool:
+            return self.refresh_head() == self.published
+
+        return self.space_waker.sleep_until(drained, timeout_s)
+
     def close(self) -> None:
-        """Stop producing: Tail = 0xFFFFFFFF tells the reader, who is woken."""
+        """Stop producing: Tail = 0xFFFFFFFF tells the reader, who is woken.
+
+        Packets published but not yet taken are lost with the Tail: ``flush`` first
+        for a graceful end."""
         if self.closed is None:
             self._mark_dead(L.TAIL, "this end has closed the ring")
-            if self.tail_waker is not None and self.tail_waker.efd is not None:
-                os.eventfd_write(self.tail_waker.efd, 1)
+            self.tail_waker.kick()
 
 
 class RingReader(_End):
@@ -374,8 +387,8 @@ class RingReader(_End):
         overallocate: bool = False,
     ) -> None:
         super().__init__(mem, base, capacity, lead, trail)
-        self.tail_waker = tail_waker  # the writer wakes us when Tail moves
-        self.space_waker = space_waker  # we wake the writer when Head moves
+        self.tail_waker = tail_waker or Waker(mem, 0, None)  # the writer wakes us when Tail moves
+        self.space_waker = space_waker or Waker(mem, 0, None)  # we wake the writer when Head moves
         self.validate_ip = validate_ip
         self.overallocate = overallocate
         head = load(self.mem, self.base + L.HEAD)
@@ -496,18 +509,14 @@ class RingReader(_End):
         if head != self.released and self.closed is None:
             self.released = head
             store(self.mem, self.base + L.HEAD, head)
-            if self.space_waker is not None:
-                self.space_waker.notify()
+            self.space_waker.notify()
 
     def wait(self, timeout_s: float | None) -> bool:
         """Wait until receive() has something; False on timeout."""
-        if self.tail_waker is None:
-            return Waker(self.mem, 0, None).sleep_until(self.ready, timeout_s)
         return self.tail_waker.sleep_until(self.ready, timeout_s)
 
     def close(self) -> None:
         """Stop consuming: Head = 0xFFFFFFFF tells the writer, who is woken."""
         if self.closed is None:
             self._mark_dead(L.HEAD, "this end has closed the ring")
-            if self.space_waker is not None and self.space_waker.efd is not None:
-                os.eventfd_write(self.space_waker.efd, 1)
+            self.space_waker.kick()

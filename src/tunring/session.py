@@ -149,6 +149,10 @@ class Session(Device):
     def cancel(self, packet: Packet) -> None:
         self._writer.cancel(packet)
 
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until the peer has taken and released every packet sent; False on timeout."""
+        return self._writer.flush(timeout_s)
+
     def wait_writable(self, size: int, timeout_s: float | None = None) -> bool:
         """Wait until a packet of ``size`` bytes can be allocated; False on timeout."""
         self._watch_peer()
