@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="100,1400", help="IP packet sizes, comma separated")
     parser.add_argument("--tcp-seconds", type=float, default=4.0, help="iperf3 duration per run (0: skip TCP)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--cases", default="write,read,tcp", help="which cases to run, comma separated")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -301,18 +302,20 @@ def run(args: argparse.Namespace) -> list[Result]:
     if os.geteuid() != 0:
         raise SystemExit("tunring bench tun needs root (TUN devices, network namespaces)")
     sizes = [int(s) for s in args.sizes.split(",")]
+    cases = set(args.cases.split(","))
     impls = ["tunring", "os", "pytun"]
+    packet_cases = [(c, fn) for c, fn in (("write", _write_case), ("read", _read_case)) if c in cases]
     best: dict[tuple[str, str, int], float] = {}
     with _namespace():
         for _ in range(args.rounds):
             for size in sizes:
-                for case, fn in (("write", _write_case), ("read", _read_case)):
+                for case, fn in packet_cases:
                     for impl in impls:
                         t = fn(impl, size, args.packets)
                         key = (case, impl, size)
                         best[key] = min(best.get(key, t), t)
         gbps: dict[str, float] = {}
-        if args.tcp_seconds > 0:
+        if args.tcp_seconds > 0 and "tcp" in cases:
             if shutil.which("iperf3") is None:
                 raise SystemExit("iperf3 is missing: apt-get install iperf3 (scripts/bootstrap test)")
             for _ in range(args.rounds):
@@ -320,7 +323,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                     gbps[impl] = max(gbps.get(impl, 0.0), _tcp_case(impl, args.tcp_seconds))
     results = []
     for size in sizes:
-        for case in ("write", "read"):
+        for case, _ in packet_cases:
             for impl in impls:
                 results.append(result(case, impl, size, args.packets // BATCH * BATCH if case == "write"
                                       else args.packets, best[(case, impl, size)]))
