@@ -404,38 +404,8 @@ class TunDevice(Device):
     def receive(self) -> Packet | None:
         if self._ready:
             return self._ready.popleft()
-        if self._closed:
-            raise RingClosed(f"TUN device {self.name} is closed")
-        pool = self._pool
-        stats = self.stats
-        while True:
-            if not pool.free:
-                raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
-            lo = pool.free.pop()
-            try:
-                n = os.readv(self._fd, self._read_iovs[lo])
-            except BlockingIOError:
-                pool.free.append(lo)
-                return None
-            except OSError as e:
-                pool.free.append(lo)
-                if self._closed:
-                    raise RingClosed(f"TUN device {self.name} is closed") from None
-                raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
-            stats.reads += 1
-            stats.read_bytes += n
-            start = lo + self.headroom
-            if not self.offload:
-                if n <= self.mtu:
-                    stats.rx_packets += 1
-                    return Packet(pool.buf, start, start + n, lo, lo + pool.slot_bytes, self, RECEIVED)
-                pool.free.append(lo)
-                stats.rx_dropped += 1
-                log.debug("%s: dropped a %d-byte packet larger than the MTU", self.name, n)
-                continue
-            packet = self._receive_vnet(lo, start, n)
-            if packet is not None:
-                return packet
+        got = self.receive_many(1)
+        return got[0] if got else None
 
     def _receive_vnet(self, lo: int, start: int, n: int) -> Packet | None:
         pool = self._pool
