@@ -408,14 +408,22 @@ class TunDevice(Device):
         return got[0] if got else None
 
     def _receive_vnet(self, lo: int, start: int, n: int) -> Packet | None:
+        """A read with a virtio header that asks for work: finish its checksum or split it."""
         pool = self._pool
         view = self._read_views[lo]
         flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(view)
         try:
+            if n < VNET_HDR_LEN:
+                pool.free.append(lo)
+                raise PacketError(f"a {n}-byte read is shorter than the virtio header")
             if gso_type == offload.GSO_NONE and n - VNET_HDR_LEN <= self.mtu:
                 packet = Packet(pool.buf, start, start + n - VNET_HDR_LEN, lo, lo + pool.slot_bytes, self, RECEIVED)
                 if flags & NEEDS_CSUM:
-                    offload.complete_checksum(packet.data, csum_start, csum_offset)
+                    try:
+                        offload.complete_checksum(packet.data, csum_start, csum_offset)
+                    except PacketError:
+                        pool.free.append(lo)
+                        raise
                 self.stats.rx_packets += 1
                 return packet
             pool.free.append(lo)
@@ -480,7 +488,7 @@ class TunDevice(Device):
                     raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
                 reads += 1
                 nbytes += n
-                if n <= limit and (not vlen or not (iov[0][0] or iov[0][1])):
+                if n <= limit and (not vlen or (n >= vlen and not (iov[0][0] or iov[0][1]))):
                     start = lo + headroom
                     out.append(Packet(buf, start, start + n - vlen, lo, lo + slot, self, RECEIVED))
                     plain += 1
