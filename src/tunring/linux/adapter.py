@@ -220,12 +220,16 @@ def connect(socket_path: str, capacity: int = DEFAULT_CAPACITY, lead: int = 0, t
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("adapter", help="bridge a ring session from another process to a TUN interface")
+    p = sub.add_parser(
+        "adapter", help="bridge a ring session from another process to a TUN interface",
+        description="Create a TUN interface, wait for one client on SOCKET (it hands over its ring "
+                    "session), bridge packets both ways until the client closes or dies, then remove "
+                    "the interface and exit.  Needs root or CAP_NET_ADMIN.")
     p.add_argument("socket", help="AF_UNIX socket path the client connects to (tunring.linux.adapter.connect)")
     p.add_argument("--name", default="tunring%d", help="interface name (default: tunring%%d)")
     p.add_argument("--address", action="append", default=[], help="address/prefix, repeatable (IPv4 or IPv6)")
     p.add_argument("--route", action="append", default=[], help="route via the interface, repeatable")
-    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--mtu", type=int, default=1500, help="interface MTU (default 1500)")
     p.add_argument("--netns", help="create the interface in this named network namespace")
     p.set_defaults(func=_main)
 
