@@ -12,7 +12,9 @@ on the interface: tunring with offloads (``tunring``: virtio header and GRO
 writes, ``tunring-tso``: also TSO/USO reads split in Python) and without
 (``tunring-plain``) against the same reflector written as an os.read/os.write
 loop (``os``) and with python-pytun (``pytun``), all on the same kind of
-interface.
+interface.  Throughput on a shared machine swings with the load; the JSON
+rows also carry ``reflector_cpu_s_per_gb``, the reflector's own CPU time per
+GB carried, which does not.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ ADDRESSES = [f"{LOCAL4}/8"]
 IFNAME = "trbench0"
 NETNS = f"tunring-bench-{os.getpid()}"
 BATCH = 64
+READ_BYTES = 2048  # what the peers read per packet: more than the MTU (1500) carries
 IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
 
 
@@ -167,7 +170,7 @@ def _read_case(impl: str, size: int, count: int) -> float:
             got = 0
             try:
                 while got < count:
-                    read(fd, 2048)
+                    read(fd, READ_BYTES)
                     got += 1
             except BlockingIOError:
                 pass
@@ -185,7 +188,7 @@ def _read_case(impl: str, size: int, count: int) -> float:
 
         try:
             while got < count:
-                read(2048)
+                read(READ_BYTES)
                 got += 1
         except pytun.Error as e:  # pytun's own error, also for EAGAIN
             if e.args[0] != errno.EAGAIN:
@@ -215,7 +218,7 @@ def _reflect_os(fd: int, stop) -> None:
 
     while not stop.is_set():
         try:
-            b = bytearray(os.read(fd, 65536))
+            b = bytearray(os.read(fd, READ_BYTES))
         except BlockingIOError:
             import select
 
@@ -234,50 +237,59 @@ def _reflect_pytun(dev, stop) -> None:
     while not stop.is_set():
         if not select.select([fd], [], [], 0.05)[0]:
             continue
-        b = bytearray(dev.read(65536))
+        b = bytearray(dev.read(READ_BYTES))
         if reflect(memoryview(b)):
             dev.write(bytes(b))  # pytun takes read-only bytes only
 
 
-def _tcp_case(impl: str, seconds: float) -> float:
-    """iperf3 Gbit/s through a reflector of kind ``impl``."""
+def _timed(target, cpu, *args) -> None:
+    """Run a reflector and report the CPU seconds it used (the work it costs, whatever the load)."""
+    t0 = time.process_time()
+    target(*args)
+    cpu.put(time.process_time() - t0)
+
+
+def _tcp_case(impl: str, seconds: float) -> tuple[float, float]:
+    """iperf3 Gbit/s through a reflector of kind ``impl``, and the reflector's CPU seconds per GB."""
     from ..reflect import serve
 
     ctx = multiprocessing.get_context("fork")
-    stop = ctx.Event()
+    stop, cpu = ctx.Event(), ctx.Queue()
     if impl in TCP_TUNRING:
         dev = _tunring(**TCP_TUNRING[impl])
-        proc = ctx.Process(target=serve, args=(dev, stop.is_set), kwargs={"batch": 256})
-        close = dev.close
+        target, args, close = (lambda d, s: serve(d, s.is_set, batch=256)), (dev, stop), dev.close
     elif impl == "os":
         fd = _plain_fd()
         os.set_blocking(fd, False)
-        proc = ctx.Process(target=_reflect_os, args=(fd, stop))
-        close = lambda: os.close(fd)  # noqa: E731
+        target, args, close = _reflect_os, (fd, stop), (lambda: os.close(fd))
     else:
         dev = _pytun()
-        proc = ctx.Process(target=_reflect_pytun, args=(dev, stop))
-        close = dev.close
+        target, args, close = _reflect_pytun, (dev, stop), dev.close
+    proc = ctx.Process(target=_timed, args=(target, cpu, *args))
     proc.start()
     server = subprocess.Popen(["iperf3", "-s", "-1", "-B", LOCAL4], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
-        out = subprocess.run(["iperf3", "-c", PEER4, "-t", str(seconds), "-J", "--connect-timeout", "3000"], capture_output=True,
-                             text=True, timeout=seconds + 30)
+        out = subprocess.run(["iperf3", "-c", PEER4, "-t", str(seconds), "-J", "--connect-timeout", "3000"],
+                             capture_output=True, text=True, timeout=seconds + 30)
         report = json.loads(out.stdout)
         if "error" in report:
             raise RuntimeError(f"iperf3 ({impl}): {report['error']}")
-        return report["end"]["sum_received"]["bits_per_second"] / 1e9
+        received = report["end"]["sum_received"]
     finally:
         server.kill()
         server.wait()
         stop.set()
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        close()
+        try:
+            cpu_s = cpu.get(timeout=10)
+        finally:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            close()
+    return received["bits_per_second"] / 1e9, cpu_s / (received["bytes"] / 1e9)
 
 
 @contextlib.contextmanager
@@ -314,13 +326,15 @@ def run(args: argparse.Namespace) -> list[Result]:
                         t = fn(impl, size, args.packets)
                         key = (case, impl, size)
                         best[key] = min(best.get(key, t), t)
-        gbps: dict[str, float] = {}
+        tcp: dict[str, tuple[float, float]] = {}
         if args.tcp_seconds > 0 and "tcp" in cases:
             if shutil.which("iperf3") is None:
                 raise SystemExit("iperf3 is missing: apt-get install iperf3 (scripts/bootstrap test)")
             for _ in range(args.rounds):
                 for impl in (*TCP_TUNRING, "os", "pytun"):
-                    gbps[impl] = max(gbps.get(impl, 0.0), _tcp_case(impl, args.tcp_seconds))
+                    gbps, cpu_s_per_gb = _tcp_case(impl, args.tcp_seconds)
+                    if gbps > tcp.get(impl, (0.0, 0.0))[0]:
+                        tcp[impl] = (gbps, cpu_s_per_gb)
     results = []
     for size in sizes:
         for case, _ in packet_cases:
@@ -328,8 +342,9 @@ def run(args: argparse.Namespace) -> list[Result]:
                 results.append(result(case, impl, size, args.packets // BATCH * BATCH if case == "write"
                                       else args.packets, best[(case, impl, size)]))
     mtu = 1500
-    for impl, g in gbps.items():
+    for impl, (g, cpu_s_per_gb) in tcp.items():
         # Express a bit rate as full-MTU packets per second so the table's ratio column works.
         results.append(result("tcp iperf3 via reflector", impl, mtu, g * 1e9 / (mtu * 8), 1.0,
+                              reflector_cpu_s_per_gb=round(cpu_s_per_gb, 3),
                               **TCP_TUNRING.get(impl, {"offload": False})))
     return results
