@@ -99,6 +99,7 @@ def test_split_udp_gives_udp_lengths_and_checksums():
     dict(csum_start=24),  # transport header not after the IP header
     dict(gso_size=0),
     dict(gso_type=9),
+    dict(gso_type=O.GSO_UDP),  # UFO is IP fragmentation, never enabled, refused
     dict(gso_type=O.GSO_UDP_L4),  # says UDP, is TCP
 ])
 def test_split_refuses_inconsistent_gso(bad):

@@ -9,13 +9,10 @@ the queue descriptors and pool mappings are simply inherited.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 from typing import Any, Callable
 
 from .tun import TunDevice
-
-log = logging.getLogger(__name__)
 
 
 def _worker(target, queue: TunDevice, stop, results, index: int, args: tuple) -> None:

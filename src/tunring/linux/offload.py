@@ -118,7 +118,7 @@ def split(pkt: memoryview, gso_type: int, gso_size: int, csum_start: int,
             raise PacketError(f"GSO type {gso_type} does not match the packet (IPv{pkt[0] >> 4}, protocol {proto})")
         hdr = iphl + (pkt[iphl + 12] >> 4) * 4
         csum_at = TCP_CSUM_OFFSET
-    elif gso_type in (GSO_UDP_L4, GSO_UDP):
+    elif gso_type == GSO_UDP_L4:  # not GSO_UDP (UFO: IP fragmentation), which we never enable
         if proto != IPPROTO_UDP:
             raise PacketError(f"UDP GSO packet carries protocol {proto}")
         hdr = iphl + 8
