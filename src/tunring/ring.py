@@ -33,9 +33,9 @@ _unpack_size = L.U32.unpack_from
 class Waker:
     """One sleeper and one waker around a flag word in shared memory.
 
-    The sleeper calls :meth:`arm` (store flag = 1), re-checks its condition and
-    only then sleeps on the eventfd; the waker changes the condition and then
-    calls :meth:`notify` (load flag, signal if set).  Both accesses are seq_cst
+    The sleeper (:meth:`sleep_until`) stores flag = 1, re-checks its condition
+    and only then sleeps on the eventfd; the waker changes the condition and
+    then calls :meth:`notify` (load flag, signal if set).  Both accesses are seq_cst
     (see ``_atomic.c``), so either the sleeper's re-check sees the change or the
     waker sees the flag: a wake-up cannot be lost.  ``efd`` is None for rings
     without events (``Session.over``): the sleeper then polls.
@@ -130,10 +130,6 @@ class _End:
         # The packets this end has handed out and not yet had back, in slot order:
         # a writer's allocated-but-unpublished slots, a reader's taken-but-unreleased ones.
         self.slots: deque[Packet] = deque()
-
-    def _check_open(self) -> None:
-        if self.closed is not None:
-            raise RingClosed(self.closed)
 
     def _own(self, packet: Packet, state: int, verb: str) -> None:
         if packet.owner is not self:
