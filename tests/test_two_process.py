@@ -8,11 +8,14 @@ a multiprocessing argument and once by SCM_RIGHTS over an AF_UNIX socket.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 import socket
+import time
 
 import pytest
 
-from tunring import Adapter, RingFull, Session, SessionHandle
+from tunring import Adapter, RingClosed, RingFull, Session, SessionHandle
 
 from ringutil import check_stamped, stamped
 
@@ -115,3 +118,60 @@ def test_two_processes_scm_rights(tmp_path):
         with conn:
             session.handle().send(conn)
     run_client(session, proc, parent, COUNT)
+
+
+def _attach_and_hang(handle, conn) -> None:
+    with handle:
+        adapter = Adapter.attach(handle)
+    conn.send("attached")
+    time.sleep(60)
+    adapter.close()
+
+
+def test_session_notices_a_dead_adapter_within_a_second():
+    ctx = mp.get_context("fork")
+    session = Session.create(0x20000)
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_attach_and_hang, args=(session.handle(), child))
+    proc.start()
+    try:
+        assert parent.recv() == "attached"
+        assert session.wait(0.05) is False  # alive, just quiet
+        os.kill(proc.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(RingClosed, match="exited"):
+            session.wait(5.0)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        proc.join(5)
+        session.close()
+
+
+def _client_then_die(conn) -> None:
+    session = Session.create(0x20000)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(conn)
+        session.handle().send(sock)
+        sock.recv(1)  # wait for the go-ahead, then die without closing anything
+    os._exit(0)
+
+
+def test_adapter_notices_a_dead_client_within_a_second(tmp_path):
+    ctx = mp.get_context("fork")
+    path = str(tmp_path / "s")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen(1)
+        proc = ctx.Process(target=_client_then_die, args=(path,))
+        proc.start()
+        conn, _ = server.accept()
+        with conn, SessionHandle.recv(conn) as handle:
+            adapter = Adapter.attach(handle)
+            assert adapter.wait(0.05) is False
+            conn.send(b"x")
+            t0 = time.monotonic()
+            with pytest.raises(RingClosed, match="exited"):
+                adapter.wait(5.0)
+            assert time.monotonic() - t0 < 1.0
+            adapter.close()
+    proc.join(5)

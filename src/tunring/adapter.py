@@ -32,6 +32,7 @@ class AdapterStats:
     tx_bytes: int = 0
     discards: int = 0  # client slots skipped: not IPv4/IPv6 (or over-allocated beyond the slot)
     errors: int = 0  # ring corruption found
+    copies: int = 0  # packets delivered by the copying path (deliver)
 
 
 class Adapter:
@@ -176,6 +177,7 @@ class Adapter:
         self._writer.send(packet)
         self.stats.tx_packets += 1
         self.stats.tx_bytes += len(data)
+        self.stats.copies += 1
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until the peer has taken and released every packet sent; False on timeout."""

@@ -10,6 +10,7 @@ import sys
 
 # name -> module with add_parser(subparsers) that sets func=handler(args) -> int
 COMMANDS = {
+    "demo": "tunring.apps.demo",
     "bench": "tunring.apps.bench",
     "adapter": "tunring.linux.adapter",
 }

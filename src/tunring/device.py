@@ -24,6 +24,8 @@ class Device(abc.ABC):
 
     #: Largest IP packet the device carries.
     mtu: int = 1500
+    #: Packets that went through a copying path (``write``) instead of zero-copy.
+    copies: int = 0
 
     # -- operating-system bound ------------------------------------------------
     @abc.abstractmethod
@@ -51,6 +53,7 @@ class Device(abc.ABC):
         packet = self.allocate(len(data))
         packet.buf[packet.start : packet.end] = data
         self.send(packet)
+        self.copies += 1
 
     # -- operating-system sent -------------------------------------------------
     @abc.abstractmethod

@@ -33,9 +33,9 @@ _unpack_size = L.U32.unpack_from
 class Waker:
     """One sleeper and one waker around a flag word in shared memory.
 
-    The sleeper calls :meth:`arm` (store flag = 1), re-checks its condition and
-    only then sleeps on the eventfd; the waker changes the condition and then
-    calls :meth:`notify` (load flag, signal if set).  Both accesses are seq_cst
+    The sleeper (:meth:`sleep_until`) stores flag = 1, re-checks its condition
+    and only then sleeps on the eventfd; the waker changes the condition and
+    then calls :meth:`notify` (load flag, signal if set).  Both accesses are seq_cst
     (see ``_atomic.c``), so either the sleeper's re-check sees the change or the
     waker sees the flag: a wake-up cannot be lost.  ``efd`` is None for rings
     without events (``Session.over``): the sleeper then polls.
@@ -130,10 +130,6 @@ class _End:
         # The packets this end has handed out and not yet had back, in slot order:
         # a writer's allocated-but-unpublished slots, a reader's taken-but-unreleased ones.
         self.slots: deque[Packet] = deque()
-
-    def _check_open(self) -> None:
-        if self.closed is not None:
-            raise RingClosed(self.closed)
 
     def _own(self, packet: Packet, state: int, verb: str) -> None:
         if packet.owner is not self:
@@ -269,10 +265,18 @@ class RingWriter(_End):
         self.publish()
 
     def send_many(self, packets: list[Packet]) -> None:
-        finish = self._finish
+        data, offset, pad, finish = self.data, L.SIZE_FIELD + self.lead, self.pad, self._finish
+        simple = not self.overallocate
         try:
-            for packet in packets:
-                finish(packet)
+            for p in packets:
+                # Fast path for the common case; _finish checks and explains everything else.
+                size = p.end - p.start
+                if (simple and p.owner is self and p.state == ALLOCATED and p.start == p.lo + offset
+                        and (size + pad + 3) & ~3 == p.hi - p.lo):
+                    _pack_size(data, p.lo, size)
+                    p.state = DONE
+                else:
+                    finish(p)
         except BaseException:
             self.publish()
             raise
@@ -429,31 +433,31 @@ class RingReader(_End):
         if self.closed is not None:
             raise RingClosed(self.closed)
         out: list[Packet] = []
-        data, mask, pad, held = self.data, self.mask, self.pad, self.slots
+        append, hold = out.append, self.slots.append
+        data, mask, pad = self.data, self.mask, self.pad
         offset = L.SIZE_FIELD + self.lead
         validate, overallocate = self.validate_ip, self.overallocate
         head, tail = self.head, self.tail
         discarded = False
         try:
-            while len(out) < max_count:
+            while len(out) < max_count:  # discarded slots do not count
                 if head == tail:
                     self.head = head
                     tail = self.refresh_tail()
                     if head == tail:
                         break
                 room = (tail - head) & mask
-                if room < L.SIZE_FIELD:
-                    self.corrupt(f"{room} bytes published at {head:#x}, less than a Size field")
-                size = _unpack_size(data, head)[0]  # read once
-                if size > L.MAX_IP_PACKET_SIZE:
-                    self.corrupt(f"slot at {head:#x} has Size {size:#x} > {L.MAX_IP_PACKET_SIZE:#x}")
+                # Read Size once.  head < capacity, so this read is inside the ring
+                # even if fewer than 4 bytes were published; the check below catches that.
+                size = _unpack_size(data, head)[0]
                 slot = (size + pad + 3) & ~3
-                if slot > room:
-                    self.corrupt(f"slot at {head:#x} ({slot} bytes) runs past the published {room} bytes")
+                if size > L.MAX_IP_PACKET_SIZE or slot > room:
+                    self.corrupt(f"slot at {head:#x} has Size {size:#x}: {slot} bytes, but "
+                                 f"{room} bytes are published (and a Size is at most {L.MAX_IP_PACKET_SIZE:#x})")
                 start = head + offset
                 packet = Packet(data, start, start + size, head, head + slot, self, RECEIVED)
                 head = (head + slot) & mask
-                held.append(packet)
+                hold(packet)
                 if validate:
                     # The driver's rule: IPv4 of >= 20 bytes or IPv6 of >= 40, else skip.
                     version = data[start] >> 4 if size else 0
@@ -470,7 +474,7 @@ class RingReader(_End):
                         continue
                     if overallocate:
                         packet.end = start + real
-                out.append(packet)
+                append(packet)
         finally:
             self.head = head
             if discarded:

@@ -1,0 +1,26 @@
+import subprocess
+import sys
+
+
+def test_demo_runs_and_verifies_everything():
+    out = subprocess.run([sys.executable, "-m", "tunring.cli", "demo", "--count", "5000"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "every byte verified" in out.stdout
+    assert "client -> adapter: 5000 packets" in out.stdout
+    assert "adapter -> client: 5000 packets" in out.stdout
+    assert "copies made by tunring: 0" in out.stdout
+
+
+def test_bench_ring_json_shape():
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "tunring.cli", "bench", "ring", "--json", "--seconds", "0.02",
+                          "--sizes", "64", "--procs", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["bench"] == "ring"
+    impls = {r["impl"] for r in doc["results"]}
+    assert impls == {"tunring", "mp.Queue", "mp.Pipe", "socketpair"}
+    for r in doc["results"]:
+        assert {"case", "impl", "packet_size", "pps", "gbps"} <= r.keys() and r["pps"] > 0
