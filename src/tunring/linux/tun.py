@@ -60,7 +60,7 @@ _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, flags, rest of the unio
 DEFAULT_PACKETS = 512
 DEFAULT_HEADROOM = 32  # room for a VPN header (ESP's 24) and the virtio header
 DEFAULT_TAILROOM = 32  # room for a trailer (ESP padding + ICV)
-MAX_GSO_BYTES = VNET_HDR_LEN + 0xFFFF  # the largest read with offloads on
+MAX_GSO_PACKET = 0xFFFF  # the largest packet a TSO/USO read may carry (IPv4 total length)
 _SEND_BLOCKED = (errno.EAGAIN, errno.ENOBUFS)
 
 
@@ -149,6 +149,7 @@ class TunDevice(Device):
         self.mtu = mtu
         self.offload = offload
         self.netns = netns
+        self._gso = offload and tso
         self._setup(mtu, headroom, tailroom, packets)
         with netlink.netns(netns):
             if "%" not in name and netlink.link_index(name) is not None:
@@ -172,22 +173,25 @@ class TunDevice(Device):
         self._fd = -1
         self._closed = False
         self.queues = [self]
-        self._pool = PacketPool(packets, mtu, headroom, tailroom, self)
+        # A read lands in a slot whole: one byte more than the largest packet expected, so
+        # that a longer one (which the kernel truncates to fit) shows as too long.  With TSO
+        # that is a 64 KiB GSO packet: the slots are that big, but the mapping only takes
+        # memory where packets were written.  Allocations stay limited to the MTU.
+        read_room = (MAX_GSO_PACKET if self._gso else mtu) + 1
+        self._pool = PacketPool(packets, read_room, headroom, tailroom, self)
         self._ready: deque[Packet] = deque()  # segments of a split GSO read not yet handed out
         self._last: Packet | None = None
         pool, vlen = self._pool, VNET_HDR_LEN if self.offload else 0
-        # Per-slot read views (virtio header included), made once: a read is one readv.
-        self._read_views = {lo: pool.buf[lo + headroom - vlen : lo + headroom + mtu]
-                            for lo in range(0, pool.count * pool.slot_bytes, pool.slot_bytes)}
-        # Whatever does not fit a slot spills here: a GSO packet, or an oversize one.
-        self._spill = bytearray(MAX_GSO_BYTES if self.offload else 0xFFFF)
-        self._spill_view = memoryview(self._spill)[vlen + mtu :]
-        self._read_iovs = {lo: [view, self._spill_view] for lo, view in self._read_views.items()}
+        # Per-slot read buffers (virtio header included), made once.  One buffer per readv:
+        # the kernel's vectored path costs far more per call with two.
+        self._read_iovs = {lo: [pool.buf[lo + headroom - vlen : lo + headroom + read_room]]
+                           for lo in range(0, pool.count * pool.slot_bytes, pool.slot_bytes)}
 
     def _sibling(self, flags: int, headroom: int, tailroom: int, packets: int) -> "TunDevice":
         """Another queue of this multiqueue interface, with its own descriptor and pool."""
         q = TunDevice.__new__(TunDevice)
         q.mtu, q.offload, q.netns, q.name, q.index = self.mtu, self.offload, self.netns, self.name, 0
+        q._gso = self._gso
         q._setup(self.mtu, headroom, tailroom, packets)
         q._fd, _ = _open_tun(self.name, flags)
         q.offloads = q._enable_offloads(self.offloads != 0) if self.offload else 0
@@ -215,10 +219,8 @@ class TunDevice(Device):
 
     def allocate(self, size: int) -> Packet:
         pool = self._pool
-        if self._closed or not 0 <= size <= pool.room_bytes or not pool.free:
-            if self._closed:
-                raise RingClosed(f"TUN device {self.name} is closed")
-            return pool.take(size, ALLOCATED)  # raises the right error
+        if self._closed or not 0 <= size <= self.mtu or not pool.free:
+            self._refuse(size)
         lo = pool.free.pop()
         start = lo + self.headroom
         packet = self._last = Packet(pool.buf, start, start + size, lo, lo + pool.slot_bytes, self, ALLOCATED)
@@ -227,8 +229,8 @@ class TunDevice(Device):
     def allocate_many(self, size: int, count: int) -> list[Packet]:
         """Up to ``count`` packets of ``size`` bytes: as many as the pool has, at least one (else RingFull)."""
         pool = self._pool
-        if self._closed or not 0 <= size <= pool.room_bytes or not pool.free:
-            return [self.allocate(size)]  # raises the right error
+        if self._closed or not 0 <= size <= self.mtu or not pool.free:
+            self._refuse(size)
         free, buf, headroom, slot = pool.free, pool.buf, self.headroom, pool.slot_bytes
         out = []
         for _ in range(min(count, len(free))):
@@ -237,6 +239,15 @@ class TunDevice(Device):
             out.append(Packet(buf, start, start + size, lo, lo + slot, self, ALLOCATED))
         self._last = out[-1]
         return out
+
+    def _refuse(self, size: int) -> None:
+        """Raise why a packet of ``size`` bytes cannot be allocated."""
+        if self._closed:
+            raise RingClosed(f"TUN device {self.name} is closed")
+        if not 0 <= size <= self.mtu:
+            raise PacketError(f"allocate({size}): this device's packets hold 0 to {self.mtu} bytes")
+        raise RingFull(f"packet pool exhausted: all {self._pool.count} packets are out; "
+                       "send, cancel or release some first")
 
     def _write(self, packet: Packet, iov: list | None = None) -> bool:
         """One write; False if the kernel queue is full (the packet stays the caller's)."""
@@ -410,42 +421,34 @@ class TunDevice(Device):
     def _receive_vnet(self, lo: int, start: int, n: int) -> Packet | None:
         """A read with a virtio header that asks for work: finish its checksum or split it."""
         pool = self._pool
-        view = self._read_views[lo]
+        view = self._read_iovs[lo][0]
         flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(view)
         try:
             if n < VNET_HDR_LEN:
-                pool.free.append(lo)
                 raise PacketError(f"a {n}-byte read is shorter than the virtio header")
-            if gso_type == offload.GSO_NONE and n - VNET_HDR_LEN <= self.mtu:
-                packet = Packet(pool.buf, start, start + n - VNET_HDR_LEN, lo, lo + pool.slot_bytes, self, RECEIVED)
-                if flags & NEEDS_CSUM:
-                    try:
-                        offload.complete_checksum(packet.data, csum_start, csum_offset)
-                    except PacketError:
-                        pool.free.append(lo)
-                        raise
-                self.stats.rx_packets += 1
-                return packet
-            pool.free.append(lo)
-            whole = memoryview(self._spill)
-            if n > len(view):
-                whole[: len(view)] = view  # make the packet contiguous in the spill buffer
-            else:
-                whole[:n] = view[:n]
-            pkt = whole[VNET_HDR_LEN:n]
+            if n >= len(view):
+                raise PacketError("a read filled its whole buffer: the packet was truncated")
+            pkt = view[VNET_HDR_LEN:n]
             if gso_type == offload.GSO_NONE:
-                raise PacketError(f"a {n - VNET_HDR_LEN}-byte packet without GSO exceeds the MTU")
+                if len(pkt) > self.mtu:
+                    raise PacketError(f"a {len(pkt)}-byte packet without GSO exceeds the MTU")
+                if flags & NEEDS_CSUM:
+                    offload.complete_checksum(pkt, csum_start, csum_offset)
+                self.stats.rx_packets += 1
+                return Packet(pool.buf, start, start + len(pkt), lo, lo + pool.slot_bytes, self, RECEIVED)
             hdr = csum_start + (((pkt[csum_start + 12] >> 4) * 4) if gso_type & ~offload.GSO_ECN in
                                 (offload.GSO_TCPV4, offload.GSO_TCPV6) else 8)
             needed = -(-(len(pkt) - hdr) // gso_size) if gso_size else 0
             if needed > len(pool.free):
                 raise PacketError(f"a GSO read needs {needed} packets, {len(pool.free)} are free")
-            segments = offload.split(pkt, gso_type, gso_size, csum_start,
-                                     lambda size: pool.take(size, RECEIVED))
+            # The segments go to other slots; this one is given back once they are cut.
+            segments = offload.split(pkt, gso_type, gso_size, csum_start, lambda size: pool.take(size, RECEIVED))
         except (PacketError, IndexError) as e:
+            pool.free.append(lo)
             self.stats.rx_dropped += 1
             log.debug("%s: dropped a read: %s", self.name, e)
             return None
+        pool.free.append(lo)
         self.stats.gso_splits += 1
         self.stats.rx_packets += len(segments)
         self._ready.extend(segments[1:])
