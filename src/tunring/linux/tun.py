@@ -503,37 +503,38 @@ class TunDevice(Device):
                 raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
             return out
         try:
-            while len(out) < max_count:
-                if not free:
-                    if out:
+            while len(out) < max_count and free:
+                # Plain reads in a tight loop; a GSO read breaks out to be split.
+                for _ in range(min(max_count - len(out), len(free))):
+                    lo = free.pop()
+                    iov = iovs[lo]
+                    try:
+                        n = readv(fd, iov)
+                    except BlockingIOError:
+                        free.append(lo)
+                        return out
+                    except OSError as e:
+                        free.append(lo)
+                        raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
+                    reads += 1
+                    nbytes += n
+                    if vlen <= n <= limit and not (iov[0][0] or iov[0][1]):  # the header asks for nothing
+                        start = lo + headroom
+                        out.append(Packet(buf, start, start + n - vlen, lo, lo + slot, self, RECEIVED))
+                        plain += 1
+                        continue
+                    packet = self._receive_vnet(lo, lo + headroom, n)  # counts what it hands out
+                    if packet is not None:
+                        out.append(packet)
+                        while ready and len(out) < max_count:
+                            out.append(ready.popleft())
                         break
-                    raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
-                lo = free.pop()
-                iov = iovs[lo]
-                try:
-                    n = readv(fd, iov)
-                except BlockingIOError:
-                    free.append(lo)
-                    break
-                except OSError as e:
-                    free.append(lo)
-                    raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
-                reads += 1
-                nbytes += n
-                if vlen <= n <= limit and not (iov[0][0] or iov[0][1]):  # the header asks for nothing
-                    start = lo + headroom
-                    out.append(Packet(buf, start, start + n - vlen, lo, lo + slot, self, RECEIVED))
-                    plain += 1
-                    continue
-                packet = self._receive_vnet(lo, lo + headroom, n)  # counts what it hands out
-                if packet is not None:
-                    out.append(packet)
-                    while ready and len(out) < max_count:
-                        out.append(ready.popleft())
         finally:
             stats.reads += reads
             stats.read_bytes += nbytes
             stats.rx_packets += plain
+        if not out and not free:
+            raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
         return out
 
     def release(self, packet: Packet) -> None:
