@@ -189,12 +189,13 @@ def test_connect_without_adapter_is_a_clear_error(tmp_path):
         connect(str(tmp_path / "nobody.sock"), timeout_s=0.2)
 
 
-def _idle_client(path: str, ready, go, report) -> None:
+def _idle_client(path: str, ready, bound, go, report) -> None:
     """Connect with the smallest ring, send one non-IP slot and one UDP packet, then read late."""
     from tunring.linux.adapter import connect
 
     session = connect(path, capacity=0x20000)
     ready.set()
+    bound.wait(10)  # the kernel-side socket exists
     junk = session.allocate(40)
     junk.data[:] = bytes(40)  # IP version 0: the adapter must skip it and count a discard
     session.send(junk)
@@ -211,14 +212,15 @@ def _idle_client(path: str, ready, go, report) -> None:
 def test_adapter_counts_discards_and_drops_when_the_ring_is_full(adapter):
     proc, path, name = adapter
     ctx = multiprocessing.get_context("fork")
-    ready, go, report = ctx.Event(), ctx.Event(), ctx.Queue()
-    client = ctx.Process(target=_idle_client, args=(path, ready, go, report))
+    ready, bound, go, report = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Queue()
+    client = ctx.Process(target=_idle_client, args=(path, ready, bound, go, report))
     client.start()
     try:
         assert ready.wait(10)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
             server.bind((LOCAL4, PATTERN_PORT))
             server.settimeout(5)
+            bound.set()
             assert server.recvfrom(100) == (b"after the junk", (PEER4, 5555))
             for i in range(1000):
                 server.sendto(bytes(1000), (PEER4, 9))
