@@ -96,6 +96,7 @@ _GCM_HEADER = struct.Struct(">IIQ")  # SPI, low 32 bits of seq, IV = the 64-bit 
 _GCM_NONCE = struct.Struct(">4sQ")  # salt, explicit IV
 _ESN_AAD = struct.Struct(">III")  # SPI, high 32 bits, low 32 bits (RFC 4106 5)
 _PAD = bytes(range(1, MAX_PAD_BYTES + 1))  # RFC 4303 2.4: pad bytes are 1, 2, 3, ...
+_PADDINGS = [_PAD[:n] for n in range(MAX_PAD_BYTES + 1)]
 _RANDOM_POOL_BYTES = 4096
 
 
@@ -286,9 +287,9 @@ class SecurityAssociation:
             self._open = self._open_cbc
             self._seal = self._seal_cbc
         # Trailers per pad length: pad bytes, pad length, next header.
-        self._trailers = {
-            nh: [_PAD[:pad] + bytes((pad, nh)) for pad in range(MAX_PAD_BYTES + 1)] for nh in (NEXT_IPV4, NEXT_IPV6)
-        }
+        self._trailers_ipv4 = [_PAD[:pad] + bytes((pad, NEXT_IPV4)) for pad in range(MAX_PAD_BYTES + 1)]
+        self._trailers_ipv6 = [_PAD[:pad] + bytes((pad, NEXT_IPV6)) for pad in range(MAX_PAD_BYTES + 1)]
+        self._block_mask = transform.block_bytes - 1  # block sizes are powers of two
 
     # -- outbound --------------------------------------------------------------
     def tailroom_needed(self, payload_bytes: int, pad_to: int = 0) -> int:
@@ -313,13 +314,16 @@ class SecurityAssociation:
         """Take the next outbound sequence number; SequenceOverflow when none is left."""
         seq = self.seq + 1
         if seq > self.seq_max or self.stopped:
-            self.stopped = True
-            raise SequenceOverflow(
-                f"ESP SA {self.spi:#010x} has sent all {self.seq_max:#x} sequence numbers "
-                f"({'64' if self.esn else '32'}-bit); it is stopped: rekey and use a new SA"
-            )
+            self._stop()
         self.seq = seq
         return seq
+
+    def _stop(self) -> None:
+        self.stopped = True
+        raise SequenceOverflow(
+            f"ESP SA {self.spi:#010x} has sent all {MAX_SEQ_64 if self.esn else MAX_SEQ_32:#x} sequence numbers "
+            f"({'64' if self.esn else '32'}-bit); it is stopped: rekey and use a new SA"
+        )
 
     def encrypt(self, packet: Packet, pad_to: int = 0) -> memoryview:
         """Turn an IP packet into an ESP datagram in its own memory; return the datagram.
@@ -331,29 +335,35 @@ class SecurityAssociation:
         """
         buf = packet.buf
         start = packet.start
-        length = packet.end - start
+        end = packet.end
+        length = end - start
         version = buf[start] >> 4 if length else 0
         if version == 4 and length >= 20:
-            nh = NEXT_IPV4
+            trailers = self._trailers_ipv4
         elif version == 6 and length >= 40:
-            nh = NEXT_IPV6
+            trailers = self._trailers_ipv6
         else:
             raise FramingError(f"ESP carries IPv4 or IPv6 packets; got {length} bytes of version {version}")
-        pad = self._pad_bytes(length, pad_to)
-        need = pad + 2 + self._tail_extra
-        if packet.hi - packet.end < need or packet.start - packet.lo < self.header_bytes:
+        pad = self._pad_bytes(length, pad_to) if pad_to else -(length + 2) & self._block_mask
+        tail = end + pad + 2  # end of the ciphertext; the ICV follows
+        head = start - self.header_bytes
+        if tail + self._tail_extra > packet.hi or head < packet.lo:
             raise PacketError(
-                f"ESP needs {self.header_bytes} bytes of headroom and {need} of tailroom; the packet has "
-                f"{packet.start - packet.lo} and {packet.hi - packet.end} (Session lead >= {ESP_LEAD}, "
-                f"trail >= {ESP_TRAIL})"
+                f"ESP needs {self.header_bytes} bytes of headroom and {tail + self._tail_extra - end} of "
+                f"tailroom; the packet has {start - packet.lo} and {packet.hi - end} "
+                f"(Session lead >= {ESP_LEAD}, trail >= {ESP_TRAIL})"
             )
-        seq = self.next_seq()
-        end = start + length + pad + 2
-        buf[start + length : end] = self._trailers[nh][pad]
-        self._seal(buf, start - self.header_bytes, end, seq)
-        packet.start = start - self.header_bytes
-        packet.end = end + self.icv_bytes
-        return buf[packet.start : packet.end]
+        seq = self.seq + 1
+        if seq > self.seq_max or self.stopped:
+            self._stop()
+        self.seq = seq
+        buf[end:tail] = trailers[pad]
+        self._seal(buf, head, tail, seq)
+        # Equivalent to push(header_bytes) and put(pad + 2 + icv), without the views.
+        end = tail + self.icv_bytes
+        packet.start = head
+        packet.end = end
+        return buf[head:end]
 
     def _seal_gcm(self, buf: memoryview, head: int, end: int, seq: int) -> None:
         _GCM_HEADER.pack_into(buf, head, self.spi, seq & MAX_SEQ_32, seq)
@@ -398,6 +408,12 @@ class SecurityAssociation:
             self._aead.decrypt_into(self._salt + buf[head + 8 : start], buf[start : end + 16], aad, buf[start:end])
         except InvalidTag:
             return BAD_ICV
+        top = window.top
+        if top < seq < top + window.size:
+            # In order, ahead of the window (the usual case): ReplayWindow.accept, inlined.
+            window.bitmap = ((window.bitmap << (seq - top)) | 1) & window._mask
+            window.top = seq
+            return end - start
         return window.accept(seq) or end - start
 
     def _open_cbc(self, buf: memoryview, head: int, datagram_bytes: int, seq_low: int) -> int | str:
@@ -417,9 +433,15 @@ class SecurityAssociation:
             mac.update(_U32.pack(seq >> 32))
         if not _stdlib_hmac.compare_digest(mac.finalize()[:icv], buf[end : end + icv]):
             return BAD_ICV
-        why = window.accept(seq)
-        if why:
-            return why
+        top = window.top
+        if top < seq < top + window.size:
+            # In order, ahead of the window (the usual case): ReplayWindow.accept, inlined.
+            window.bitmap = ((window.bitmap << (seq - top)) | 1) & window._mask
+            window.top = seq
+        else:
+            why = window.accept(seq)
+            if why:
+                return why
         # IV || ciphertext through the long-lived context: the IV block sets the
         # chaining value (its garbage output overwrites the IV, in the headroom).
         self._decryptor.update_into(buf[iv:end], buf[iv : end + CIPHER_SLACK_BYTES])
@@ -463,6 +485,7 @@ class SecurityAssociations:
         self.stats = EspStats()
         self.control: deque[bytes] = deque(maxlen=max_control_messages)
         self._by_spi: dict[int, SecurityAssociation] = {}
+        self._roomy_device: Device | None = None
         for sa in sas:
             self.add(sa)
 
@@ -473,6 +496,7 @@ class SecurityAssociations:
             raise ValueError(f"SPI {sa.spi:#x} is already in use")
         self.header_bytes = sa.header_bytes
         self._by_spi[sa.spi] = sa
+        self._roomy_device = None
 
     def remove(self, spi: int) -> SecurityAssociation:
         sa = self._by_spi.pop(spi)
@@ -493,12 +517,16 @@ class SecurityAssociations:
         if max_datagram_bytes < self.header_bytes:
             raise ValueError(f"max_datagram_bytes must be at least {self.header_bytes}")
         packet = device.allocate(max_datagram_bytes - self.header_bytes + CIPHER_SLACK_BYTES)
+        if device is self._roomy_device:
+            return packet
         if packet.start - packet.lo < self.header_bytes:
             device.cancel(packet)
             raise PacketError(
                 f"ESP needs {self.header_bytes} bytes of headroom, the device gives {packet.start - packet.lo} "
                 f"(Session lead >= {self.header_bytes - L.SIZE_FIELD})"
             )
+        # A device gives every packet the same headroom: check it once.
+        self._roomy_device = device
         return packet
 
     def datagram_view(self, packet: Packet) -> memoryview:
@@ -541,7 +569,7 @@ class SecurityAssociations:
         pad = buf[start + got - 2]
         nh = buf[start + got - 1]
         payload = got - 2 - pad
-        if payload < 0 or buf[start + payload : start + got - 2] != _PAD[:pad]:
+        if payload < 0 or (pad and buf[start + payload : start + got - 2] != _PADDINGS[pad]):
             return self._drop(device, packet, BAD_PADDING)
         if nh == NEXT_IPV4:
             if payload < 20 or buf[start] >> 4 != 4:
