@@ -213,3 +213,48 @@ def test_rekey_two_inbound_sas_side_by_side():
         assert inbound.receive_datagram(session, good(GCM, 2)[0]) == esp.DROPPED
         assert len(drain(adapter)) == 2
     assert inbound.stats.drops[esp.UNKNOWN_SPI] == 1
+
+
+class Feed:
+    """A datagram source with a socket's recv_into contract (BlockingIOError when empty)."""
+
+    def __init__(self, datagrams):
+        self.datagrams = list(datagrams)
+
+    def recv_into(self, view):
+        if not self.datagrams:
+            raise BlockingIOError
+        datagram = self.datagrams.pop(0)
+        view[: len(datagram)] = datagram
+        return len(datagram)
+
+
+def test_receive_from_reads_until_the_source_is_empty_and_leaks_nothing():
+    sa, k, a = make(GCM)
+    inbound = esp.SecurityAssociations([sa])
+    inners = [ipv4(i * 50, ident=i) for i in range(5)]
+    datagrams = [seal(GCM, k, a, SPI, i + 1, trailer(p, 4, 4)) for i, p in enumerate(inners)]
+    datagrams.insert(2, b"\x01\x02")  # a bad one in the middle
+    feed = Feed(datagrams)
+    with ring_pair() as (session, adapter):
+        assert inbound.receive_from(session, feed.recv_into, 1500, max_count=4) == 4
+        assert inbound.receive_from(session, feed.recv_into, 1500) == 2
+        assert inbound.receive_from(session, feed.recv_into, 1500) == 0
+        assert drain(adapter) == inners
+        assert_ring_clean(session)
+    assert inbound.stats.drops[esp.SHORT] == 1
+
+
+def test_encrypt_many_round_trips():
+    out, k, a = make(CBC)
+    inbound = esp.SecurityAssociations([make(CBC)[0]])
+    inners = [ipv4(10), ipv6(300), ipv4(1000)]
+    with ring_pair() as (session, adapter):
+        for inner in inners:
+            adapter.deliver(inner)
+        packets = session.receive_many(10)
+        datagrams = [bytes(d) for d in out.encrypt_many(packets)]
+        session.release_many(packets)
+        for datagram in datagrams:
+            assert inbound.receive_datagram(session, datagram) == esp.DELIVERED
+        assert drain(adapter) == inners

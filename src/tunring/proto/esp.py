@@ -10,6 +10,10 @@ Receive (network -> OS)::
     nbytes = sock.recv_into(inbound.datagram_view(packet))
     inbound.receive(device, packet, nbytes)   # delivered, or cancelled and counted
 
+or, in batches from a non-blocking socket::
+
+    inbound.receive_from(device, sock.recv_into, max_datagram_bytes, max_count=64)
+
 The datagram lands so that the ESP header (SPI, sequence number, IV) lies in
 the packet's headroom and the inner IP packet starts exactly where the slot's
 data starts.  The packet is authenticated and decrypted in place, the trailer
@@ -22,6 +26,8 @@ Transmit (OS -> network)::
     packet = device.receive()
     sock.send(outbound.encrypt(packet))      # header pushed, trailer put, encrypted
     device.release(packet)
+
+(``encrypt_many`` for a list from ``device.receive_many``.)
 
 A Session needs ``lead >= ESP_LEAD`` (the header is at most 24 bytes, the slot's
 4-byte Size field counts as headroom) and ``trail >= ESP_TRAIL``.
@@ -36,8 +42,9 @@ one-byte NAT keepalive are recognised and never reach a decryptor.
 
 How the crypto stays in place (measured, see tests/proto/test_esp_zerocopy.py):
 
-- AES-GCM: ``AESGCM.decrypt_into``/``encrypt_into`` with input and output views
-  that start at the same address.  OpenSSL supports exact in-place operation.
+- AES-GCM: ``AESGCM.decrypt_into``/``encrypt_into`` (cryptography >= 47) with
+  input and output views that start at the same address: exact in-place
+  operation, which OpenSSL supports (partial overlap is what it does not).
 - AES-CBC: ``update_into`` needs an output buffer 15 bytes longer than its
   input, and a CBC context cannot be re-keyed with a new IV, so one context
   per direction lives for the whole SA.  Decrypting, the IV block is fed in
@@ -46,7 +53,13 @@ How the crypto stays in place (measured, see tests/proto/test_esp_zerocopy.py):
   random block R is written where the IV goes and encrypted with the
   ciphertext: the IV on the wire is ``E(R xor previous block)``, fresh and
   unpredictable as RFC 3602 asks (the "encrypt a nonce" method of NIST SP
-  800-38A Appendix C), and the receiver decrypts it as ordinary CBC.
+  800-38A Appendix C), and the receiver decrypts it as ordinary CBC.  Only
+  whole blocks are ever fed in, so OpenSSL never holds a partial block back
+  (the one case where in-place ``update_into`` goes wrong).
+
+What is still copied per packet: 12 bytes of nonce, the 8/12 bytes of AAD with
+ESN, the HMAC digest and the 1..255 bytes of trailer; never the payload.
+SecurityAssociation(s) objects are not thread-safe: one thread per direction.
 """
 
 from __future__ import annotations
@@ -57,7 +70,7 @@ import os
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -365,6 +378,11 @@ class SecurityAssociation:
         packet.end = end
         return buf[head:end]
 
+    def encrypt_many(self, packets: Iterable[Packet], pad_to: int = 0) -> list[memoryview]:
+        """``encrypt`` each packet (the batch form, for sendmmsg-style transports)."""
+        encrypt = self.encrypt
+        return [encrypt(packet, pad_to) for packet in packets]
+
     def _seal_gcm(self, buf: memoryview, head: int, end: int, seq: int) -> None:
         _GCM_HEADER.pack_into(buf, head, self.spi, seq & MAX_SEQ_32, seq)
         aad = _ESN_AAD.pack(self.spi, seq >> 32, seq & MAX_SEQ_32) if self.esn else buf[head : head + 8]
@@ -593,6 +611,39 @@ class SecurityAssociations:
         stats.delivered_packets += 1
         stats.delivered_bytes += length
         return DELIVERED
+
+    def receive_from(self, device: Device, recv_into: Callable[[memoryview], int | None], max_datagram_bytes: int,
+                     max_count: int = 64) -> int:
+        """Read up to ``max_count`` datagrams, each straight into a packet, and ``receive`` them.
+
+        ``recv_into(view) -> nbytes`` is the transport's read, typically a
+        non-blocking UDP socket's ``recv_into``; BlockingIOError or None means
+        nothing is left.  The batch form of allocate / read / receive, with the
+        per-call lookups done once.  Returns how many datagrams were read
+        (delivered or not: see ``stats``).  RingFull from the device propagates.
+        """
+        header = self.header_bytes
+        allocate = device.allocate
+        receive = self.receive
+        cancel = device.cancel
+        size = max_datagram_bytes - header + CIPHER_SLACK_BYTES
+        count = 0
+        while count < max_count:
+            # The first allocation goes through allocate() for its headroom check.
+            packet = allocate(size) if device is self._roomy_device else self.allocate(device, max_datagram_bytes)
+            try:
+                n = recv_into(packet.buf[packet.start - header : packet.end - CIPHER_SLACK_BYTES])
+            except BlockingIOError:
+                n = None
+            except BaseException:
+                cancel(packet)
+                raise
+            if n is None:
+                cancel(packet)
+                break
+            receive(device, packet, n)
+            count += 1
+        return count
 
     def receive_datagram(self, device: Device, datagram: bytes | bytearray | memoryview) -> int:
         """Copy a datagram that arrived elsewhere into a new packet and ``receive`` it."""
