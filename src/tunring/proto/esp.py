@@ -93,7 +93,7 @@ NEXT_IPV6 = 41
 NEXT_NONE = 59  # RFC 4303 2.6: a dummy packet, to be dropped silently
 MAX_PAD_BYTES = 255
 NAT_KEEPALIVE = 0xFF  # RFC 3948 2.3: one byte 0xFF
-NON_ESP_MARKER = b"\0\0\0\0"  # RFC 3948 2.2: where an SPI would be; SPI 0 is reserved
+NON_ESP_SPI = 0  # RFC 3948 2.2: four zero bytes where an SPI would be mark an IKE message
 MAX_SEQ_32 = 0xFFFFFFFF
 MAX_SEQ_64 = 0xFFFFFFFFFFFFFFFF
 DEFAULT_REPLAY_WINDOW = 64
@@ -245,6 +245,8 @@ class SecurityAssociation:
     and returns the datagram.  Inbound: add it to a :class:`SecurityAssociations`,
     which owns the receive path.  Keys are raw bytes; for AES-GCM ``enc_key`` ends
     with the 4-byte salt (as RFC 4106 keying material and scapy have it).
+    ``seq`` is the last sequence number sent (0: none yet), ``window`` the
+    inbound :class:`ReplayWindow`; after SequenceOverflow ``stopped`` is True.
     """
 
     def __init__(
@@ -263,7 +265,7 @@ class SecurityAssociation:
                 transform = TRANSFORMS[transform]
             except KeyError:
                 raise ValueError(f"unknown ESP transform {transform!r}; known: {', '.join(TRANSFORMS)}") from None
-        if not 0 < spi <= MAX_SEQ_32 or spi < 256:
+        if not 256 <= spi <= MAX_SEQ_32:
             # RFC 4303 2.1: 1..255 are reserved by IANA, 0 is local-use only.
             raise ValueError(f"SPI must be in 256..0xFFFFFFFF, got {spi:#x}")
         if len(enc_key) != transform.key_bytes:
@@ -282,7 +284,6 @@ class SecurityAssociation:
         self.icv_bytes = transform.icv_bytes
         # ICV, plus for CBC what update_into's output buffer must have beyond it.
         self._tail_extra = self.icv_bytes + (0 if transform.aead else max(0, CIPHER_SLACK_BYTES - self.icv_bytes))
-        self._spi_bytes = _U32.pack(spi)
         if transform.aead:
             self._aead = AESGCM(enc_key[:-4])
             self._salt = bytes(enc_key[-4:])
@@ -572,7 +573,7 @@ class SecurityAssociations:
         spi, seq_low = _SPI_SEQ.unpack_from(buf, head)
         sa = self._by_spi.get(spi)
         if sa is None:
-            if spi == 0 and self.udp_encap:
+            if spi == NON_ESP_SPI and self.udp_encap:
                 self.control.append(bytes(buf[head + 4 : head + datagram_bytes]))
                 self.stats.control += 1
                 device.cancel(packet)
