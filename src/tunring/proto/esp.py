@@ -579,8 +579,6 @@ class SecurityAssociations:
                 device.cancel(packet)
                 return CONTROL
             return self._drop(device, packet, UNKNOWN_SPI)
-        if datagram_bytes < self.header_bytes + sa.icv_bytes + 2:
-            return self._drop(device, packet, SHORT)
         got = sa._open(buf, head, datagram_bytes, seq_low)
         if got.__class__ is str:
             return self._drop(device, packet, got)
