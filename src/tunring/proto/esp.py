@@ -296,7 +296,7 @@ class SecurityAssociation:
             self._decryptor = Cipher(aes, zero_iv).decryptor()
             self._encryptor = Cipher(aes, zero_iv).encryptor()
             self._mac = _hmac.HMAC(auth_key, transform.auth_hash())
-            self._random = memoryview(b"")
+            self._random = b""  # a pool of random first blocks (bytes: slicing it is cheaper than a view)
             self._random_at = 0
             self._open = self._open_cbc
             self._seal = self._seal_cbc
@@ -400,7 +400,7 @@ class SecurityAssociation:
         iv = head + 8
         at = self._random_at
         if at + AES_BLOCK_BYTES > len(self._random):
-            self._random = memoryview(os.urandom(_RANDOM_POOL_BYTES))
+            self._random = os.urandom(_RANDOM_POOL_BYTES)
             at = 0
         self._random_at = at + AES_BLOCK_BYTES
         buf[iv : iv + AES_BLOCK_BYTES] = self._random[at : at + AES_BLOCK_BYTES]
