@@ -1,24 +1,27 @@
 """ESP in place: decrypt into the ring and encrypt around received packets, vs copying and the bare cipher.
 
-Cases, for 64, 512 and 1400-byte inner IPv4 packets:
+Cases, for 64, 512 and 1400-byte inner IPv4 packets (``--sizes``), AES-GCM-128
+and AES-CBC-128 + HMAC-SHA1-96 (``--transform``):
 
-- ``decrypt-into-ring``: tunring (``SecurityAssociations.receive``: the datagram
-  is written into an allocated slot, as ``recv_into`` would, authenticated,
-  decrypted and shrunk in place) against ``copy`` (the datagram in a scratch
-  buffer, decrypted to ``bytes``, trailer checked, a packet allocated and the
-  inner packet copied in) and ``cipher`` (the bare cipher call(s) ESP needs per
-  packet on the same sizes: the floor).
-- ``encrypt-in-place``: tunring (``SecurityAssociation.encrypt`` on a packet
-  from ``Session.receive``, released afterwards) against ``copy`` (the packet
-  copied out to ``bytes``, trailer appended, encrypted to new ``bytes`` and joined
-  with the header) and ``cipher``.
+- ``decrypt-into-ring``: tunring (``SecurityAssociations.receive_from``: each
+  datagram is read into an allocated slot, authenticated, decrypted and shrunk
+  in place) against ``copy`` (the datagram read into a scratch buffer,
+  decrypted to ``bytes``, trailer checked, a packet allocated and the inner
+  packet copied in: ``Device.write``) and ``cipher`` (the bare cipher call(s)
+  ESP needs per packet on the same sizes: the floor).
+- ``encrypt-in-place``: tunring (``SecurityAssociation.encrypt_many`` on packets
+  from ``Session.receive_many``, released afterwards) against ``copy`` (each
+  packet copied out to ``bytes``, trailer appended, encrypted to new ``bytes``
+  and joined with the header) and ``cipher``.
 
-Both copying peers do the same ESP checks as tunring (replay window, padding,
-inner length) and the same CBC context reuse, so what differs is the copies.
-Times are the CPU time of the benchmarking thread (``time.thread_time_ns``),
-the best of ``--repeat`` runs (after one warm-up run) in which the
-implementations take turns batch by batch.  The adapter side (delivering packets to encrypt, draining
-decrypted ones) runs between timed batches and is not counted.
+Both paths read datagrams through the same stand-in for ``sock.recv_into``
+(:class:`Feed`).  Both copying peers make the same ESP checks as tunring
+(replay window, padding, inner length) and reuse CBC contexts the same way,
+so what differs is the copies.  Times are the CPU time of the benchmarking
+thread (``time.thread_time_ns``), the best of ``--repeat`` runs (after one
+warm-up run) in which the implementations take turns batch by batch.  The
+adapter side (delivering packets to encrypt, draining decrypted ones) runs
+between timed batches and is not counted.
 """
 
 from __future__ import annotations
