@@ -6,7 +6,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from esp_support import assert_ring_clean, drain, ipv4, ipv6, keys, ring_pair, seal, trailer
+try:
+    from esp_support import assert_ring_clean, drain, ipv4, ipv6, keys, ring_pair, seal, trailer
+except ImportError:  # tests/proto became a package
+    from .esp_support import assert_ring_clean, drain, ipv4, ipv6, keys, ring_pair, seal, trailer
 
 from tunring.errors import FramingError, PacketError, SequenceOverflow
 from tunring.proto import esp

@@ -7,7 +7,10 @@ Every transform, IPv4 and IPv6 inner packets, plain ESP and ESP in UDP (RFC
 from __future__ import annotations
 
 import pytest
-from esp_support import SCAPY_NAMES, drain, ipv4, ipv6, keys, ring_pair, assert_ring_clean
+try:
+    from esp_support import SCAPY_NAMES, drain, ipv4, ipv6, keys, ring_pair, assert_ring_clean
+except ImportError:  # tests/proto became a package
+    from .esp_support import SCAPY_NAMES, drain, ipv4, ipv6, keys, ring_pair, assert_ring_clean
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.ipsec import ESP

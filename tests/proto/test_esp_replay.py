@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from esp_support import assert_ring_clean, drain, ipv4, keys, ring_pair, seal, trailer
+try:
+    from esp_support import assert_ring_clean, drain, ipv4, keys, ring_pair, seal, trailer
+except ImportError:  # tests/proto became a package
+    from .esp_support import assert_ring_clean, drain, ipv4, keys, ring_pair, seal, trailer
 
 from tunring.proto import esp
 

@@ -20,7 +20,10 @@ import textwrap
 import tracemalloc
 
 import pytest
-from esp_support import ipv4, ipv6, keys, ring_pair, seal, trailer
+try:
+    from esp_support import ipv4, ipv6, keys, ring_pair, seal, trailer
+except ImportError:  # tests/proto became a package
+    from .esp_support import ipv4, ipv6, keys, ring_pair, seal, trailer
 
 from tunring.proto import esp
 
