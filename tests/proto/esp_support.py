@@ -104,5 +104,5 @@ def drain(adapter: Adapter) -> list[bytes]:
 def assert_ring_clean(session: Session) -> None:
     """No allocated packet is left pending: every slot was sent or given back."""
     writer = session._writer
-    assert not writer.pending, f"{len(writer.pending)} allocated packets leaked"
+    assert not writer.slots, f"{len(writer.slots)} allocated packets leaked"
     assert writer.tail == writer.published
