@@ -45,3 +45,11 @@ class ReplayError(AuthError):
 
 class DeviceError(TunringError, OSError):
     """A kernel interface could not be opened or configured."""
+
+
+class SequenceOverflow(TunringError):
+    """An ESP security association has used up its sequence numbers (RFC 4303 3.3.3).
+
+    The SA refuses to send more packets instead of wrapping: negotiate a new SA
+    (rekey) and send on that one.
+    """

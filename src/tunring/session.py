@@ -56,6 +56,17 @@ class Session(Device):
         self.overallocate = writer.overallocate
         self._closed = False
         self._peer_pid = 0
+        # The per-packet calls go straight to the ring ends (no delegating frame);
+        # the methods below document them and serve other callers of the class.
+        self.allocate = writer.allocate
+        self.allocate_many = writer.allocate_many
+        self.send = writer.send
+        self.send_many = writer.send_many
+        self.shrink_and_send = writer.shrink_and_send
+        self.receive = reader.receive
+        self.receive_many = reader.receive_many
+        self.release = reader.release
+        self.release_many = reader.release_many
 
     # -- construction ----------------------------------------------------------
     @classmethod

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 BENCHES: dict[str, str] = {
     "ring": "tunring.apps.bench.ring",
+    "esp": "tunring.apps.bench.esp",
     "tun": "tunring.apps.bench.tun",
 }
 

@@ -1,0 +1,1 @@
+"""Sans-I/O codecs: record framings and ESP, fed buffers inside packets; no sockets, threads or clocks."""
