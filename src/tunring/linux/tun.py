@@ -182,8 +182,8 @@ class TunDevice(Device):
         self._ready: deque[Packet] = deque()  # segments of a split GSO read not yet handed out
         self._last: Packet | None = None
         pool, vlen = self._pool, VNET_HDR_LEN if self.offload else 0
-        # Per-slot read buffers (virtio header included), made once.  One buffer per readv:
-        # the kernel's vectored path costs far more per call with two.
+        # Per-slot read buffers (virtio header included), made once: a read is one readv into
+        # one buffer, and a GSO read is split straight from its slot.
         self._read_iovs = {lo: [pool.buf[lo + headroom - vlen : lo + headroom + read_room]]
                            for lo in range(0, pool.count * pool.slot_bytes, pool.slot_bytes)}
 
