@@ -187,3 +187,17 @@ def test_complete_checksum_finishes_a_partial_one():
     assert ref_sum(SRC4 + DST4 + struct.pack("!HH", 6, len(full) - 20) + bytes(partial[20:])) == 0xFFFF
     with pytest.raises(PacketError):
         O.complete_checksum(memoryview(partial), 20, 4000)
+
+
+def test_coalesce_leaves_damaged_segments_alone():
+    """A run is written with NEEDS_CSUM, which the kernel trusts: bad checksums must not join one."""
+    good = [tcp(False, 1000 * i, bytes([i]) * 1000) for i in range(6)]
+    bad_mid = bytearray(good[2])
+    bad_mid[-1] ^= 0xFF  # payload damaged, checksum now wrong
+    bad_head = bytearray(good[0])
+    bad_head[60] ^= 0x01
+    packets = _packets([bytes(bad_head), good[1], bytes(bad_mid), good[3], good[4], good[5]])
+    runs = [[packets.index(p) for p in r] for r in O.coalesce(packets)]
+    # The damaged head goes alone, 1 would start a run but 2 is damaged, 3-5 coalesce.
+    assert runs == [[0], [1], [2], [3, 4, 5]]
+    assert O.tcp_checksum_ok(memoryview(good[3]), 20) and not O.tcp_checksum_ok(memoryview(bad_mid), 20)

@@ -223,17 +223,25 @@ def _tcp_key(pkt: memoryview) -> tuple[bytes, int, int, int, int] | None:
     return key, iphl, tcphl, _U32.unpack_from(h, iphl + 4)[0], flags
 
 
+def tcp_checksum_ok(pkt: memoryview, iphl: int) -> bool:
+    """True if the TCP checksum of ``pkt`` (IP header ``iphl`` bytes) is right."""
+    return csum_sum(pkt[iphl:], pseudo_sum(pkt, IPPROTO_TCP, len(pkt) - iphl)) == 0
+
+
 def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
     """Group a batch into runs to write as one: consecutive segments of one TCP flow.
 
     A run has contiguous sequence numbers, equal-sized payloads (only the last
-    may be shorter), PSH only on its last segment and at most
-    MAX_COALESCED_BYTES in all; anything else is a run of one.
+    may be shorter), PSH only on its last segment, at most MAX_COALESCED_BYTES
+    in all, and only segments whose TCP checksum is right: a run goes to the
+    kernel with NEEDS_CSUM, which it trusts, so a damaged segment must go
+    alone, to be checked and dropped by the kernel as usual.  Anything else is
+    a run of one.
     """
     runs: list[list[Packet]] = []
     run: list[Packet] = []
     key = None
-    next_seq = mss = total = 0
+    next_seq = mss = total = head_iphl = 0
     closed = True
     for p in packets:
         data = p.data
@@ -243,15 +251,26 @@ def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
             payload = len(data) - iphl - tcphl
             if (not closed and k == key and seq == next_seq and payload <= mss
                     and total + payload <= MAX_COALESCED_BYTES and len(run) < MAX_COALESCED_SEGMENTS):
-                run.append(p)
-                next_seq = (seq + payload) & 0xFFFFFFFF
-                total += payload
-                closed = payload < mss or bool(flags & TCP_PSH)
-                continue
+                # Checksums are checked only for segments that would be merged (the head once).
+                if len(run) == 1 and not tcp_checksum_ok(run[0].data, head_iphl):
+                    runs.append(run)
+                    run = []
+                elif not tcp_checksum_ok(data, iphl):
+                    runs.append(run)
+                    runs.append([p])
+                    run = []
+                    closed = True
+                    continue
+                else:
+                    run.append(p)
+                    next_seq = (seq + payload) & 0xFFFFFFFF
+                    total += payload
+                    closed = payload < mss or bool(flags & TCP_PSH)
+                    continue
             if run:
                 runs.append(run)
             run = [p]
-            key, next_seq, mss, total = k, (seq + payload) & 0xFFFFFFFF, payload, len(data)
+            key, next_seq, mss, total, head_iphl = k, (seq + payload) & 0xFFFFFFFF, payload, len(data), iphl
             closed = bool(flags & TCP_PSH)
             continue
         if run:
