@@ -129,14 +129,17 @@ def test_coalesce_then_split_gives_back_the_segments(v6):
     assert [len(r) for r in runs] == [6]
     hdr = O.VNET_HDR.unpack(O.coalesced_header(runs[0]))
     hl = 40 if v6 else 20
-    assert hdr == (O.NEEDS_CSUM, O.GSO_TCPV6 if v6 else O.GSO_TCPV4, hl + 32, 1200, hl, 16)
+    # No NEEDS_CSUM: the kernel is to verify the run's full checksum itself.
+    assert hdr == (0, O.GSO_TCPV6 if v6 else O.GSO_TCPV4, hl + 32, 1200, 0, 0)
     head = packets[0].data
     big = bytes(head) + b"".join(bytes(p.data[hl + 32 :]) for p in packets[1:])
-    # The head now describes the whole run ...
+    # The head now describes the whole run, with a right checksum over all of it ...
     assert len(big) == (struct.unpack_from("!H", big, 4)[0] + 40 if v6 else struct.unpack_from("!H", big, 2)[0])
+    assert _tcp_ok(big, v6)
+    assert big[hl + 13] & O.TCP_PSH
     # ... and the kernel's segmentation of it gives the original segments (IP IDs counted from the head's).
     p = pool()
-    again = O.split(memoryview(bytearray(big)), hdr[1], hdr[3], hdr[4], lambda n: p.take(n, RECEIVED))
+    again = O.split(memoryview(bytearray(big)), hdr[1], hdr[3], hl, lambda n: p.take(n, RECEIVED))
     assert [bytes(s.data) for s in again] == [tcp(v6, 1000 + 1200 * i, c, O.TCP_ACK | (O.TCP_PSH if i == 5 else 0),
                                                   ip_id=50 + i) for i, c in enumerate(chunks)]
 
@@ -189,15 +192,36 @@ def test_complete_checksum_finishes_a_partial_one():
         O.complete_checksum(memoryview(partial), 20, 4000)
 
 
-def test_coalesce_leaves_damaged_segments_alone():
-    """A run is written with NEEDS_CSUM, which the kernel trusts: bad checksums must not join one."""
-    good = [tcp(False, 1000 * i, bytes([i]) * 1000) for i in range(6)]
-    bad_mid = bytearray(good[2])
-    bad_mid[-1] ^= 0xFF  # payload damaged, checksum now wrong
-    bad_head = bytearray(good[0])
-    bad_head[60] ^= 0x01
-    packets = _packets([bytes(bad_head), good[1], bytes(bad_mid), good[3], good[4], good[5]])
-    runs = [[packets.index(p) for p in r] for r in O.coalesce(packets)]
-    # The damaged head goes alone, 1 would start a run but 2 is damaged, 3-5 coalesce.
-    assert runs == [[0], [1], [2], [3, 4, 5]]
-    assert O.tcp_checksum_ok(memoryview(good[3]), 20) and not O.tcp_checksum_ok(memoryview(bad_mid), 20)
+def _tcp_ok(pkt: bytes, v6: bool) -> bool:
+    hl = 40 if v6 else 20
+    pseudo = (pkt[8:40] if v6 else pkt[12:20]) + struct.pack("!HH", 6, len(pkt) - hl)
+    return ref_sum(pseudo + pkt[hl:]) == 0xFFFF
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.booleans(), st.integers(1, 1460), st.integers(1, 8), st.integers(0, 0xFFFFFFFF), st.data())
+def test_coalesced_checksum_is_right_and_a_damaged_segment_spoils_it(v6, mss, count, seq, data):
+    """Odd and even segment sizes, any sequence numbers; one flipped bit anywhere fails the check."""
+    last = data.draw(st.integers(1, mss))
+    sizes = [mss] * (count - 1) + [last]
+    payloads = [bytes((i * 7 + j) & 0xFF for j in range(n)) for i, n in enumerate(sizes)]
+    segs, at = [], seq
+    for i, pl in enumerate(payloads):
+        segs.append(tcp(v6, at & 0xFFFFFFFF, pl, O.TCP_ACK | (O.TCP_PSH if i == count - 1 else 0)))
+        at += len(pl)
+    damage = data.draw(st.none() | st.tuples(st.integers(0, count - 1), st.integers(0, 10**6)))
+    if damage is not None:
+        i, where = damage
+        hl = 40 if v6 else 20
+        bad = bytearray(segs[i])
+        bad[hl + 32 + where % len(payloads[i])] ^= 0x10
+        segs[i] = bytes(bad)
+    packets = _packets(segs)
+    runs = O.coalesce(packets)
+    assert [len(r) for r in runs] == ([count] if count > 1 else [1])
+    if count == 1:
+        return
+    O.coalesced_header(runs[0])
+    hl = 40 if v6 else 20
+    big = bytes(packets[0].data) + b"".join(bytes(p.data[hl + 32 :]) for p in packets[1:])
+    assert _tcp_ok(big, v6) == (damage is None)

@@ -195,3 +195,54 @@ def test_tcp_segments_match_what_a_plain_tun_delivers(netns, family):
             assert _reference_checksum(d[:20]) == 0xFFFF
         addrs = d[12:20] if ihl == 20 else d[8:40]
         assert _reference_checksum(addrs + struct.pack("!HH", 6, len(d) - ihl) + d[ihl:]) == 0xFFFF
+
+
+def _tcp4(src: str, dst: str, sport: int, dport: int, seq: int, payload: bytes) -> bytes:
+    """An ACK segment with right checksums, built without tunring."""
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    th = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq, 1, 5 << 4, 0x10, 1000, 0, 0))
+    th[16:18] = struct.pack("!H", 0xFFFF - _reference_checksum(s + d + struct.pack("!HH", 6, 20 + len(payload))
+                                                               + bytes(th) + payload))
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 1, 0x4000, 64, 6, 0, s, d))
+    ip[10:12] = struct.pack("!H", 0xFFFF - _reference_checksum(bytes(ip)))
+    return bytes(ip) + bytes(th) + payload
+
+
+def _tcp_checksum_errors() -> int:
+    with open("/proc/thread-self/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("InCsumErrors")])
+
+
+def test_a_damaged_segment_makes_the_kernel_drop_its_coalesced_run(netns):
+    """GRO writes leave checking to the kernel: a good run is taken, a run with one bad segment is not."""
+    import time
+
+    with TunDevice("trc0", addresses=ADDRESSES, offload=True, tso=False) as dev:
+        for damaged in (False, True):
+            errors = _tcp_checksum_errors()
+            segments = [_tcp4(PEER4, LOCAL4, 40000, 9, 1000 + 1000 * i, bytes([i]) * 1000) for i in range(4)]
+            if damaged:
+                bad = bytearray(segments[2])
+                bad[500] ^= 0x04
+                segments[2] = bytes(bad)
+            packets = []
+            for seg in segments:
+                p = dev.allocate(len(seg))
+                p.data[:] = seg
+                packets.append(p)
+            runs = dev.stats.gro_runs
+            dev.send_many(packets)
+            assert dev.stats.gro_runs == runs + 1  # the four went out as one write
+            # Port 9 is closed: a segment the kernel accepts is answered with a reset.
+            deadline = time.monotonic() + (0.5 if damaged else 5)
+            reset = False
+            while not reset and time.monotonic() < deadline:
+                if dev.wait(0.1):
+                    for p in dev.receive_many(16):
+                        d = p.data
+                        reset |= d[0] == 0x45 and d[9] == 6 and struct.unpack_from("!H", d, 22)[0] == 40000 \
+                            and bool(d[33] & 0x04)
+                        dev.release(p)
+            assert reset is not damaged
+            assert _tcp_checksum_errors() == errors + (1 if damaged else 0)

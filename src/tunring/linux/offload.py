@@ -45,6 +45,7 @@ MAX_COALESCED_SEGMENTS = 64
 _U16 = struct.Struct("!H")
 _IP4_LEN_ID = struct.Struct("!HH")
 _U32 = struct.Struct("!I")
+_SEQ_FLAGS_CHECK = struct.Struct("!I4xHxxH")  # TCP seq, data offset + flags, checksum (from offset 4)
 
 
 def csum_sum(data: memoryview | bytes, initial: int = 0) -> int:
@@ -223,25 +224,17 @@ def _tcp_key(pkt: memoryview) -> tuple[bytes, int, int, int, int] | None:
     return key, iphl, tcphl, _U32.unpack_from(h, iphl + 4)[0], flags
 
 
-def tcp_checksum_ok(pkt: memoryview, iphl: int) -> bool:
-    """True if the TCP checksum of ``pkt`` (IP header ``iphl`` bytes) is right."""
-    return csum_sum(pkt[iphl:], pseudo_sum(pkt, IPPROTO_TCP, len(pkt) - iphl)) == 0
-
-
 def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
     """Group a batch into runs to write as one: consecutive segments of one TCP flow.
 
     A run has contiguous sequence numbers, equal-sized payloads (only the last
-    may be shorter), PSH only on its last segment, at most MAX_COALESCED_BYTES
-    in all, and only segments whose TCP checksum is right: a run goes to the
-    kernel with NEEDS_CSUM, which it trusts, so a damaged segment must go
-    alone, to be checked and dropped by the kernel as usual.  Anything else is
-    a run of one.
+    may be shorter), PSH only on its last segment and at most
+    MAX_COALESCED_BYTES in all; anything else is a run of one.
     """
     runs: list[list[Packet]] = []
     run: list[Packet] = []
     key = None
-    next_seq = mss = total = head_iphl = 0
+    next_seq = mss = total = 0
     closed = True
     for p in packets:
         data = p.data
@@ -251,26 +244,15 @@ def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
             payload = len(data) - iphl - tcphl
             if (not closed and k == key and seq == next_seq and payload <= mss
                     and total + payload <= MAX_COALESCED_BYTES and len(run) < MAX_COALESCED_SEGMENTS):
-                # Checksums are checked only for segments that would be merged (the head once).
-                if len(run) == 1 and not tcp_checksum_ok(run[0].data, head_iphl):
-                    runs.append(run)
-                    run = []
-                elif not tcp_checksum_ok(data, iphl):
-                    runs.append(run)
-                    runs.append([p])
-                    run = []
-                    closed = True
-                    continue
-                else:
-                    run.append(p)
-                    next_seq = (seq + payload) & 0xFFFFFFFF
-                    total += payload
-                    closed = payload < mss or bool(flags & TCP_PSH)
-                    continue
+                run.append(p)
+                next_seq = (seq + payload) & 0xFFFFFFFF
+                total += payload
+                closed = payload < mss or bool(flags & TCP_PSH)
+                continue
             if run:
                 runs.append(run)
             run = [p]
-            key, next_seq, mss, total, head_iphl = k, (seq + payload) & 0xFFFFFFFF, payload, len(data), iphl
+            key, next_seq, mss, total = k, (seq + payload) & 0xFFFFFFFF, payload, len(data)
             closed = bool(flags & TCP_PSH)
             continue
         if run:
@@ -286,9 +268,15 @@ def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
 def coalesced_header(run: Sequence[Packet]) -> bytes:
     """Turn ``run[0]`` into the head of one GSO write for the whole run; return its virtio header.
 
-    The head's IP length (and IPv4 header checksum) cover the run, PSH is set
-    if the last segment had it, and the TCP checksum field holds the
-    pseudo-header sum with NEEDS_CSUM, as the kernel expects of a GSO packet.
+    The head's IP length (and IPv4 header checksum) cover the run and PSH is
+    set if the last segment had it.  The TCP checksum becomes the full
+    checksum of the coalesced packet, derived from the segments' own
+    checksums and headers without reading a payload byte; the virtio header
+    does not claim NEEDS_CSUM, so the kernel verifies it (in C) as it would
+    have verified each segment: one damaged segment makes the whole run fail
+    its check and be dropped, never accepted.  (wireguard-go instead checks
+    every segment before merging and sends NEEDS_CSUM; in Python that check
+    costs more than the system calls coalescing saves.)
     """
     head = run[0].data
     v4 = head[0] >> 4 == 4
@@ -296,14 +284,31 @@ def coalesced_header(run: Sequence[Packet]) -> bytes:
     tcphl = (head[iphl + 12] >> 4) * 4
     hdr = iphl + tcphl
     mss = len(head) - hdr
-    total = len(head) + sum(len(p) - hdr for p in run[1:])
+    # Each segment's checksum is right iff pseudo + header + payload == 0 (mod 0xFFFF), so its
+    # payload's sum is -(pseudo + header).  Headers differ only in seq, flags and checksum.
+    template = bytearray(head[iphl:hdr])
+    template[4:8] = b"\0\0\0\0"
+    template[13] = 0
+    template[16:18] = b"\0\0"
+    base = csum_sum(template)
+    addrs = (int.from_bytes(head[12:20] if v4 else head[8:40], "big") + IPPROTO_TCP) % 0xFFFF
+    payload_sum = 0
+    offset = 0  # of this segment's payload in the coalesced payload: odd offsets swap bytes
+    for p in run:
+        d = p.data
+        seq, flags_word, check = _SEQ_FLAGS_CHECK.unpack_from(d, iphl + 4)
+        n = len(d) - hdr
+        seg = -(addrs + tcphl + n + base + (seq >> 16) + (seq & 0xFFFF) + (flags_word & 0xFF) + check) % 0xFFFF
+        payload_sum += ((seg & 0xFF) << 8 | seg >> 8) if offset & 1 else seg
+        offset += n
+    total = hdr + offset
     if v4:
         _U16.pack_into(head, 2, total)
         ipv4_header_checksum(head, iphl)
     else:
         _U16.pack_into(head, 4, total - 40)
-    last = run[-1].data
-    head[iphl + 13] |= last[iphl + 13] & TCP_PSH
-    psum = pseudo_sum(head, IPPROTO_TCP, total - iphl)
-    _U16.pack_into(head, iphl + TCP_CSUM_OFFSET, psum if psum else 0xFFFF)
-    return VNET_HDR.pack(NEEDS_CSUM, GSO_TCPV4 if v4 else GSO_TCPV6, hdr, mss, iphl, TCP_CSUM_OFFSET)
+    head[iphl + 13] |= run[-1].data[iphl + 13] & TCP_PSH
+    seq = _U32.unpack_from(head, iphl + 4)[0]
+    check = -(addrs + tcphl + offset + base + (seq >> 16) + (seq & 0xFFFF) + head[iphl + 13] + payload_sum) % 0xFFFF
+    _U16.pack_into(head, iphl + TCP_CSUM_OFFSET, check)
+    return VNET_HDR.pack(0, GSO_TCPV4 if v4 else GSO_TCPV6, hdr, mss, 0, 0)
