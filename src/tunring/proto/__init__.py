@@ -1,0 +1,31 @@
+"""Sans-I/O codecs: OpenConnect's framings decoded into ring packets and built in place.
+
+``FRAMINGS`` maps the command-line names to codec classes; see
+:mod:`tunring.proto.base` for the interface they share.
+"""
+
+from __future__ import annotations
+
+from .array import Array
+from .base import (Codec, CodecStats, Control, Disconnect, DpdRequest, DpdResponse, Dropped, Event,
+                   Keepalive, Terminate)
+from .cisco import Cstp, Dtls
+from .gpst import Gpst
+from .oncp import Oncp
+from .ppp import F5, Fortinet, RawPpp
+from .pulse import Pulse
+
+FRAMINGS: dict[str, type[Codec]] = {
+    "cstp": Cstp,
+    "dtls": Dtls,
+    "gpst": Gpst,
+    "pulse": Pulse,
+    "oncp": Oncp,
+    "array": Array,
+    "f5": F5,
+    "fortinet": Fortinet,
+    "ppp": RawPpp,
+}
+
+__all__ = ["FRAMINGS", "Codec", "CodecStats", "Event", "DpdRequest", "DpdResponse", "Keepalive",
+           "Disconnect", "Terminate", "Control", "Dropped"]
