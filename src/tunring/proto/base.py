@@ -116,9 +116,10 @@ class Dropped(Event):
 
 @dataclass
 class CodecStats:
-    """Counters of one codec.  ``rx_copies`` counts packets delivered by copying
-    (aggregates, misplaced headers); ``rx_copy_bytes`` every byte memcpy'd on the
-    receive path, staging included."""
+    """Counters of one codec.  ``rx_copies`` counts delivered packets any byte of
+    which was copied rather than read in place (aggregates, misplaced headers);
+    ``rx_copy_bytes`` counts every byte memcpy'd on the receive path, staging
+    included.  ``tx_copies``: records built outside the packet (short headroom)."""
 
     rx_packets: int = 0
     rx_bytes: int = 0
@@ -222,6 +223,7 @@ class Codec:
         self._copies: deque[bytes] = deque()  # IP packets waiting to be copied into the device
         self._events: list[Event] = []
         self._failed: FramingError | None = None
+        self._partly_copied = False  # the current packet's first bytes came from the stash
 
     # -- receiving ---------------------------------------------------------------
     @property
@@ -356,6 +358,7 @@ class Codec:
             self.device.cancel(self._pkt)
             self._pkt = None
         self._have = self._need = 0
+        self._partly_copied = False
 
     def _stream(self, p: Packet) -> None:
         buf = p.buf
@@ -380,7 +383,8 @@ class Codec:
         self._have = self._need = 0
         offset = self._offset
         self._offset += need
-        self._deliver(p, buf, base, base + need, offset)
+        copied, self._partly_copied = self._partly_copied, False
+        self._deliver(p, buf, base, base + need, offset, copied)
 
     def _datagram(self, p: Packet) -> None:
         buf = p.buf
@@ -427,7 +431,7 @@ class Codec:
         self._events.append(Dropped(offset, length, reason))
 
     # -- delivery ----------------------------------------------------------------
-    def _deliver(self, p: Packet, buf: memoryview, off: int, end: int, offset: int) -> None:
+    def _deliver(self, p: Packet, buf: memoryview, off: int, end: int, offset: int, copied: bool = False) -> None:
         """Deliver the complete record buf[off:end] that sits in packet ``p``."""
         try:
             result = self._record(buf, off, end)
@@ -440,7 +444,7 @@ class Codec:
             self._stash = None
             raise self._failed
         if type(result) is tuple:
-            self._send_in_place(p, buf, result[0], result[1])
+            self._send_in_place(p, buf, result[0], result[1], copied)
         elif type(result) is list:
             # The first IP packet stays in place if nothing must be delivered before it.
             first = None
@@ -462,7 +466,7 @@ class Codec:
             if first is None:
                 self.device.cancel(p)
             else:
-                self._send_in_place(p, buf, first[0], first[1])
+                self._send_in_place(p, buf, first[0], first[1], copied)
         elif isinstance(result, Compressed):
             payload = bytes(buf[result.start : result.end])
             self.device.cancel(p)
@@ -479,14 +483,16 @@ class Codec:
             self.stats.rx_control += 1
             self._events.append(event)
 
-    def _send_in_place(self, p: Packet, buf: memoryview, start: int, end: int) -> None:
+    def _send_in_place(self, p: Packet, buf: memoryview, start: int, end: int, copied: bool = False) -> None:
         n = end - start
         if start != p.start:
             # The header was not the size we placed the record for (PPP header
             # compression, short headroom): move the IP packet to the slot's data.
             buf[p.start : p.start + n] = buf[start:end]
-            self.stats.rx_copies += 1
             self.stats.rx_copy_bytes += n
+            copied = True
+        if copied:
+            self.stats.rx_copies += 1
         self.device.shrink_and_send(p, n)
         self.stats.rx_packets += 1
         self.stats.rx_bytes += n
@@ -569,6 +575,7 @@ class Codec:
         self.stats.rx_copy_bytes += n
         self._have = n
         self._stash = None
+        self._partly_copied = True
         if need:
             if need > self._room:
                 self._fail(f"record of {need} bytes does not fit the {self._room}-byte packet")
