@@ -253,13 +253,13 @@ class Codec:
 
     def received(self, n: int) -> list[Event]:
         """``n`` bytes were written at the start of the last ``want()`` view."""
-        if n <= 0:
-            events, self._events = self._events, []
-            return events
         if self._failed is not None:
             raise self._failed
+        if n <= 0 and not self.datagram:
+            events, self._events = self._events, []
+            return events
         p = self._pkt
-        if p is None or n > (self._need or self._room) - self._have:
+        if p is None or not 0 <= n <= (self._need or self._room) - self._have:
             raise ValueError("received(): more bytes than the last want() view holds")
         self._have += n
         if self.datagram:

@@ -1,0 +1,213 @@
+"""Bad input for every codec: typed FramingError or a counted drop, never a crash,
+never a leaked allocation, never a lost good packet where the stream can resynchronise."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import framing_ref as ref
+from tunring.errors import FramingError, TunringError
+from tunring.proto import FRAMINGS, Dropped
+
+IP4 = ref.ipv4(b"good packet")
+IP6 = ref.ipv6(b"another good one")
+STREAM = sorted(n for n, c in FRAMINGS.items() if c.stream_ok)
+DATAGRAM = sorted(n for n, c in FRAMINGS.items() if c.datagram_ok)
+
+
+def stream_codec(name, **kwargs):
+    cls = FRAMINGS[name]
+    ring = ref.Ring(cls)
+    return ring, cls(ring.session, datagram=False, **kwargs)
+
+
+def assert_no_leak(ring):
+    # Every packet the codec allocated was sent or cancelled.
+    assert not ring.session._writer.pending
+
+
+@pytest.mark.parametrize("name", STREAM)
+def test_truncated_stream_is_an_error_at_close(name):
+    record = ref.REFERENCE[name](IP4)
+    for cut in (1, 3, len(record) - 1):
+        ring, codec = stream_codec(name)
+        codec.feed(ref.REFERENCE[name](IP6) + record[:cut])
+        with pytest.raises(FramingError, match="ends inside a record") as info:
+            codec.close()
+        assert info.value.offset == len(ref.REFERENCE[name](IP6))
+        assert ring.drain() == [IP6]
+        assert_no_leak(ring)
+
+
+WRONG_MAGIC = {
+    "cstp": lambda r: b"STF\x02" + r[4:],
+    "gpst": lambda r: b"\x1a\x2b\x3c\x4e" + r[4:],
+    "pulse": lambda r: b"\x00\x00\x0a\x4d" + r[4:],
+    "f5": lambda r: b"\xf5\x01" + r[2:],
+    "fortinet": lambda r: r[:2] + b"\x50\x51" + r[4:],
+    "array": lambda r: b"\x55" + r[1:],
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_MAGIC))
+def test_wrong_magic_stops_the_stream_with_offset(name):
+    good = ref.REFERENCE[name](IP4)
+    bad = WRONG_MAGIC[name](ref.REFERENCE[name](IP6))
+    ring, codec = stream_codec(name)
+    with pytest.raises(FramingError) as info:
+        codec.feed(good + bad + good)
+    assert info.value.offset == len(good)
+    assert ring.drain() == [IP4]
+    assert_no_leak(ring)
+    with pytest.raises(FramingError):
+        codec.want()
+
+
+def test_gpst_wrong_tail():
+    bad = ref.gpst(IP4)[:8] + b"\x02" + ref.gpst(IP4)[9:]
+    ring, codec = stream_codec("gpst")
+    with pytest.raises(FramingError, match="tail"):
+        codec.feed(bad)
+
+
+@pytest.mark.parametrize("name", ["cstp", "gpst", "pulse", "f5", "fortinet", "oncp"])
+def test_length_beyond_maximum(name):
+    ring, codec = stream_codec(name, max_payload=1000)
+    big = ref.ipv4(bytes(1200))
+    with pytest.raises(FramingError, match="exceeds the maximum"):
+        codec.feed(ref.REFERENCE[name](IP4) + ref.REFERENCE[name](big))
+    assert ring.drain() == [IP4]
+    assert_no_leak(ring)
+
+
+def test_pulse_length_shorter_than_header():
+    bad = ref.pulse(IP4)[:8] + (15).to_bytes(4, "big") + ref.pulse(IP4)[12:]
+    ring, codec = stream_codec("pulse")
+    with pytest.raises(FramingError, match="shorter"):
+        codec.feed(bad)
+
+
+def test_array_ipv4_length_below_header():
+    ring, codec = stream_codec("array")
+    with pytest.raises(FramingError):
+        codec.feed(IP4 + b"\x45\x00\x00\x10" + bytes(30))
+    assert ring.drain() == [IP4]
+
+
+UNKNOWN_TYPE = {
+    "cstp": ref.cstp(b"??", kind=0x33),
+    "gpst": ref.gpst(b"??", ethertype=0x1234),
+    "f5": ref.f5(b"\xff\x05\x00\x21", raw_frame=True),  # bad control byte: the frame is dropped
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNKNOWN_TYPE))
+def test_unknown_record_between_good_ones_is_dropped_and_counted(name):
+    enc = ref.REFERENCE[name]
+    stream = enc(IP4) + UNKNOWN_TYPE[name] + enc(IP6)
+    ring, codec = stream_codec(name)
+    try:
+        events = codec.feed(stream) + codec.close()
+    except FramingError as err:
+        # A malformed PPP frame inside a well-framed F5 record stops the stream.
+        assert name == "f5" and err.offset == len(enc(IP4))
+        assert ring.drain() == [IP4]
+        return
+    assert ring.drain() == [IP4, IP6]
+    assert [type(e) for e in events] == [Dropped]
+    assert codec.stats.rx_drops == 1
+
+
+@pytest.mark.parametrize("name", DATAGRAM)
+def test_bad_datagrams_are_dropped_good_ones_kept(name):
+    cls = FRAMINGS[name]
+    ring = ref.Ring(cls)
+    codec = cls(ring.session, datagram=True)
+    good = ref.REFERENCE[name](IP4)
+    events = []
+    for datagram in (good, b"", good[:1], b"\x99" * 7, good, b"\x00" * 70000):
+        events += codec.feed(datagram)
+    assert ring.drain() == [IP4, IP4]
+    assert codec.stats.rx_drops == sum(isinstance(e, Dropped) for e in events) >= 2
+    assert_no_leak(ring)
+
+
+# -- fuzzing -------------------------------------------------------------------------
+def run_fuzz(name: str, data: bytes, cuts: list[int], datagram: bool) -> None:
+    """Feed ``data`` to a decoder; only FramingError may come out; state stays sane."""
+    cls = FRAMINGS[name]
+    ring = ref.Ring(cls, capacity=0x20000)
+    codec = cls(ring.session, datagram=datagram, max_payload=2048)
+    bounds = sorted({c % (len(data) + 1) for c in cuts} | {len(data)})
+    pos = 0
+    try:
+        for end in bounds:
+            if datagram:
+                codec.feed(data[pos:end])
+                pos = end
+            else:
+                while pos < end:
+                    view = codec.want()
+                    k = min(len(view), end - pos)
+                    view[:k] = data[pos:end][:k]
+                    pos += k
+                    codec.received(k)
+            ring.drain()
+        codec.close()
+    except FramingError as err:
+        assert isinstance(err.offset, int) and 0 <= err.offset <= len(data)
+    except TunringError as err:  # anything else typed (RingFull, PacketError) is a bug here
+        raise AssertionError(f"{type(err).__name__}: {err}") from err
+    ring.drain()
+    assert_no_leak(ring)
+    stats = codec.stats
+    # Every packet the codec counted reached the ring (non-IP garbage is discarded there).
+    assert stats.rx_packets == len(ring.got) + ring.adapter.stats.discards
+
+
+def mutate(rng: random.Random, name: str) -> bytes:
+    """A valid stream of this framing with a few bytes changed, cut or inserted."""
+    enc = ref.REFERENCE[name]
+    stream = bytearray(b"".join(enc(ref.random_ip(rng, 600)) for _ in range(rng.randint(1, 5))))
+    for _ in range(rng.randint(1, 4)):
+        op = rng.random()
+        at = rng.randrange(len(stream) + 1)
+        if op < 0.5 and at < len(stream):
+            stream[at] = rng.randrange(256)
+        elif op < 0.75:
+            stream[at:at] = rng.randbytes(rng.randint(1, 8))
+        else:
+            del stream[at : at + rng.randint(1, 8)]
+    return bytes(stream)
+
+
+ALL_MODES = [(n, False) for n in STREAM] + [(n, True) for n in DATAGRAM]
+
+
+@pytest.mark.parametrize("name,datagram", ALL_MODES)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=6))
+def test_fuzz_random_bytes(name, datagram, data, cuts):
+    run_fuzz(name, data, cuts, datagram)
+
+
+@pytest.mark.parametrize("name,datagram", ALL_MODES)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(0, 5000), max_size=6))
+def test_fuzz_mutated_streams(name, datagram, seed, cuts):
+    run_fuzz(name, mutate(random.Random(seed), name), cuts, datagram)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,datagram", ALL_MODES)
+@settings(max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**32 - 1), raw=st.booleans(), cuts=st.lists(st.integers(0, 5000), max_size=6))
+def test_fuzz_long(name, datagram, seed, raw, cuts):
+    """The opt-in long run: 100,000 inputs per decoder (TUNRING_LONG=1)."""
+    rng = random.Random(seed)
+    data = rng.randbytes(rng.randint(0, 3000)) if raw else mutate(rng, name)
+    run_fuzz(name, data, cuts, datagram)
