@@ -11,6 +11,8 @@ import sys
 # name -> module with add_parser(subparsers) that sets func=handler(args) -> int
 COMMANDS = {
     "bench": "tunring.apps.bench",
+    "decode": "tunring.apps.decode",
+    "encode": "tunring.apps.encode",
 }
 
 

@@ -149,8 +149,10 @@ RecordResult = Union[Segment, Event, Compressed, None, list]
 
 
 def framing_error(message: str, offset: int) -> FramingError:
+    """A FramingError carrying ``offset`` (where the bad record starts) and the bare ``reason``."""
     err = FramingError(f"{message} (at stream offset {offset})")
     err.offset = offset  # type: ignore[attr-defined]
+    err.reason = message  # type: ignore[attr-defined]
     return err
 
 
@@ -230,6 +232,11 @@ class Codec:
     def packet(self) -> Packet | None:
         """The packet the next bytes are read into (None until ``want()``)."""
         return self._pkt
+
+    @property
+    def failed(self) -> bool:
+        """True once a FramingError has stopped the stream (every call raises it again)."""
+        return self._failed is not None
 
     @property
     def offset(self) -> int:
