@@ -206,6 +206,8 @@ class Codec:
         #: Largest record payload accepted; longer records are framing errors.
         self.max_payload = max_payload if max_payload is not None else max(STREAM_MIN_PAYLOAD_BYTES, mtu)
         self.max_payload = min(self.max_payload, L.MAX_IP_PACKET_SIZE - self.headroom)
+        self._max_record = self.max_payload + self.headroom
+        self._fits = False  # the device's headroom holds our header (known after one allocation)
         self.stats = CodecStats()
         self.compression = compression
         self._decompressor = None
@@ -226,6 +228,8 @@ class Codec:
         self._events: list[Event] = []
         self._failed: FramingError | None = None
         self._partly_copied = False  # the current packet's first bytes came from the stash
+        self._shrink_and_send = device.shrink_and_send
+        self._allocate = device.allocate
 
     # -- receiving ---------------------------------------------------------------
     @property
@@ -249,33 +253,91 @@ class Codec:
         May raise RingFull (nothing lost: wait for space and call again) or the
         FramingError that stopped the stream.
         """
+        p = self._pkt
+        if p is not None:
+            base = self._base
+            return p.buf[base + self._have : base + (self._need or self._room)]
+        if self._fits and self._failed is None and not self._copies and self._stash is None:
+            # Fast path: a new packet with the header room in front of its data.
+            p = self._allocate(self.max_payload)
+            self._pkt = p
+            base = self._base = p.start - self.headroom
+            self._room = p.end - base
+            return p.buf[base : p.end]
         if self._failed is not None:
             raise self._failed
         if self._copies or self._stash is not None:
             self._drain()
         if self._pkt is None:
             self._start_packet()
-        base = self._base + self._have
-        return self._pkt.buf[base : self._base + (self._need or self._room)]  # type: ignore[union-attr]
+        p = self._pkt
+        base = self._base
+        return p.buf[base + self._have : base + (self._need or self._room)]  # type: ignore[union-attr]
 
     def received(self, n: int) -> list[Event]:
         """``n`` bytes were written at the start of the last ``want()`` view."""
-        if self._failed is not None:
-            raise self._failed
-        if n <= 0 and not self.datagram:
-            events, self._events = self._events, []
-            return events
         p = self._pkt
-        if p is None or not 0 <= n <= (self._need or self._room) - self._have:
-            raise ValueError("received(): more bytes than the last want() view holds")
-        self._have += n
-        if self.datagram:
-            self._datagram(p)
-        else:
+        if p is not None and n > 0 and not self.datagram:
+            # Fast path (the common case, kept flat on purpose: Python pays per
+            # call): a stream read that completes exactly one record.
+            have = self._have + n
+            need = self._need
+            if have > (need or self._room):
+                raise ValueError("received(): more bytes than the last want() view holds")
+            if have < need or (not need and have < self.min_header):
+                self._have = have
+                return self._take_events() if self._events else []
+            base = self._base
+            buf = p.buf
+            if not need:
+                try:
+                    need = self._length(buf, base)
+                except FramingError:
+                    need = -1
+                if not self.min_header <= need <= self._max_record:
+                    need = self._checked_length(buf, base)  # raises the right error
+            if have == need and not self._partly_copied:
+                self._pkt = None
+                self._have = self._need = 0
+                offset = self._offset
+                self._offset = offset + need
+                end = base + need
+                try:
+                    result = self._record(buf, base, end)
+                except FramingError as err:
+                    result = self._bad_record(p, err, end - base, offset)
+                if type(result) is tuple and result[0] == p.start:
+                    size = result[1] - result[0]
+                    self._shrink_and_send(p, size)
+                    stats = self.stats
+                    stats.rx_packets += 1
+                    stats.rx_bytes += size
+                else:
+                    self._dispatch(p, buf, base, end, offset, False, result)
+                if self._copies:
+                    self._drain(soft=True)
+                return self._take_events() if self._events else []
+            self._have = have
+            self._need = need
             self._stream(p)
+        else:
+            if self._failed is not None:
+                raise self._failed
+            if n <= 0 and not self.datagram:
+                return self._take_events()
+            if p is None or not 0 <= n <= (self._need or self._room) - self._have:
+                raise ValueError("received(): more bytes than the last want() view holds")
+            self._have += n
+            if self.datagram:
+                self._datagram(p)
+            else:
+                self._stream(p)
         if self._copies or self._stash is not None:
             self._drain(soft=True)
         # Events stay queued if anything above raised: the next call returns them.
+        return self._take_events()
+
+    def _take_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events
 
@@ -346,11 +408,12 @@ class Codec:
     def _start_packet(self) -> None:
         """Allocate the packet the next record is read into, header in its headroom."""
         dev = self.device
-        p = dev.allocate(self.max_payload)
+        p = self._allocate(self.max_payload)
         lead = self.headroom
         # The header goes into the headroom; if there is too little, the IP data
         # lands late and is moved to p.start at delivery (a counted copy).
-        if p.headroom < lead:
+        self._fits = p.start - p.lo >= lead
+        if not self._fits:
             dev.cancel(p)
             p = dev.allocate(self.max_payload + lead - p.headroom)
             lead = p.headroom
@@ -420,8 +483,8 @@ class Codec:
             self._fail(str(err))
         if length < self.min_header:
             self._fail(f"record length {length} is shorter than the {self.min_header}-byte header")
-        if length > self.max_payload + self.headroom:
-            self._fail(f"record length {length} exceeds the maximum {self.max_payload + self.headroom}")
+        if length > self._max_record:
+            self._fail(f"record length {length} exceeds the maximum {self._max_record}")
         return length
 
     def _fail(self, message: str):
@@ -440,16 +503,27 @@ class Codec:
     # -- delivery ----------------------------------------------------------------
     def _deliver(self, p: Packet, buf: memoryview, off: int, end: int, offset: int, copied: bool = False) -> None:
         """Deliver the complete record buf[off:end] that sits in packet ``p``."""
+        result = self._classify(p, buf, off, end, offset)
+        self._dispatch(p, buf, off, end, offset, copied, result)
+
+    def _classify(self, p: Packet, buf: memoryview, off: int, end: int, offset: int) -> RecordResult:
+        """The framing's verdict on a record; a FramingError drops a datagram or stops a stream."""
         try:
-            result = self._record(buf, off, end)
+            return self._record(buf, off, end)
         except FramingError as err:
-            self.device.cancel(p)
-            if self.datagram:
-                self._drop(end - off, str(err), offset)
-                return
-            self._failed = framing_error(str(err), offset)
-            self._stash = None
-            raise self._failed
+            return self._bad_record(p, err, end - off, offset)
+
+    def _bad_record(self, p: Packet, err: FramingError, length: int, offset: int) -> None:
+        if self.datagram:
+            self._drop(length, str(err), offset)
+            return None  # the caller cancels p
+        self.device.cancel(p)
+        self._failed = framing_error(str(err), offset)
+        self._stash = None
+        raise self._failed from None
+
+    def _dispatch(self, p: Packet, buf: memoryview, off: int, end: int, offset: int, copied: bool,
+                  result: RecordResult) -> None:
         if type(result) is tuple:
             self._send_in_place(p, buf, result[0], result[1], copied)
         elif type(result) is list:
@@ -500,7 +574,7 @@ class Codec:
             copied = True
         if copied:
             self.stats.rx_copies += 1
-        self.device.shrink_and_send(p, n)
+        self._shrink_and_send(p, n)
         self.stats.rx_packets += 1
         self.stats.rx_bytes += n
 

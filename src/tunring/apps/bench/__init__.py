@@ -14,6 +14,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 BENCHES: dict[str, str] = {
+    "codecs": "tunring.apps.bench.codecs",
 }
 
 
