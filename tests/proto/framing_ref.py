@@ -72,10 +72,38 @@ def ppp(ip: bytes) -> bytes:
     return ppp_frame(ip)
 
 
+def fcs16(data: bytes) -> int:
+    """RFC 1662 FCS-16, bit by bit (reflected 0x8408, init 0xFFFF)."""
+    fcs = 0xFFFF
+    for byte in data:
+        fcs ^= byte
+        for _ in range(8):
+            fcs = (fcs >> 1) ^ 0x8408 if fcs & 1 else fcs >> 1
+    return fcs
+
+
+def hdlc_frame(frame: bytes, accm: int = 0xFFFFFFFF, leading: bool = True) -> bytes:
+    """Flag, escaped(frame + complemented FCS low byte first), flag; byte by byte."""
+    fcs = fcs16(frame) ^ 0xFFFF
+    out = bytearray(b"\x7e" if leading else b"")
+    for byte in frame + bytes([fcs & 0xFF, fcs >> 8]):
+        if byte in (0x7E, 0x7D) or (byte < 0x20 and accm >> byte & 1):
+            out += bytes([0x7D, byte ^ 0x20])
+        else:
+            out.append(byte)
+    out.append(0x7E)
+    return bytes(out)
+
+
+def hdlc(ip: bytes, accm: int = 0xFFFFFFFF, leading: bool = True) -> bytes:
+    return hdlc_frame(ppp_frame(ip), accm, leading)
+
+
 #: The data-record reference encoder of each framing, by CLI name.
 REFERENCE = {
     "cstp": cstp, "dtls": dtls, "gpst": gpst, "pulse": pulse, "oncp": oncp,
     "array": array, "f5": f5, "fortinet": fortinet, "ppp": ppp,
+    "hdlc": hdlc, "f5-hdlc": hdlc,
 }
 
 

@@ -33,12 +33,14 @@ def assert_no_leak(ring):
 @pytest.mark.parametrize("name", STREAM)
 def test_truncated_stream_is_an_error_at_close(name):
     record = ref.REFERENCE[name](IP4)
-    for cut in (1, 3, len(record) - 1):
+    first = 2 if "hdlc" in name else 1  # a lone HDLC flag is not a frame yet
+    for cut in (first, 3, len(record) - 1):
         ring, codec = stream_codec(name)
         codec.feed(ref.REFERENCE[name](IP6) + record[:cut])
-        with pytest.raises(FramingError, match="ends inside a record") as info:
+        with pytest.raises(FramingError, match="ends inside") as info:
             codec.close()
-        assert info.value.offset == len(ref.REFERENCE[name](IP6))
+        # HDLC names the frame's first byte after its opening flag.
+        assert info.value.offset == len(ref.REFERENCE[name](IP6)) + (first - 1)
         assert ring.drain() == [IP6]
         assert_no_leak(ring)
 

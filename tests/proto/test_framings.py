@@ -45,7 +45,10 @@ def test_data_vector_matches_reference(name):
     assert codec.stats.rx_packets == 2 and codec.stats.rx_copies == 0
 
 
-@pytest.mark.parametrize("name", sorted(FRAMINGS))
+IN_PLACE_TX = sorted(n for n in FRAMINGS if "hdlc" not in n)  # escaping expands: HDLC cannot
+
+
+@pytest.mark.parametrize("name", IN_PLACE_TX)
 def test_encode_in_place_matches_reference(name):
     cls = FRAMINGS[name]
     ring = ref.Ring(cls)

@@ -11,6 +11,7 @@ from .base import (Codec, CodecStats, Control, Disconnect, DpdRequest, DpdRespon
                    Keepalive, Terminate)
 from .cisco import Cstp, Dtls
 from .gpst import Gpst
+from .hdlc_stream import F5Hdlc, Hdlc
 from .oncp import Oncp
 from .ppp import F5, Fortinet, RawPpp
 from .pulse import Pulse
@@ -23,8 +24,10 @@ FRAMINGS: dict[str, type[Codec]] = {
     "oncp": Oncp,
     "array": Array,
     "f5": F5,
+    "f5-hdlc": F5Hdlc,
     "fortinet": Fortinet,
     "ppp": RawPpp,
+    "hdlc": Hdlc,
 }
 
 __all__ = ["FRAMINGS", "Codec", "CodecStats", "Event", "DpdRequest", "DpdResponse", "Keepalive",

@@ -16,7 +16,7 @@ view returned by ``encode`` is valid until the next ``encode``.
 
 from __future__ import annotations
 
-from ..errors import FramingError
+from ..errors import FramingError, RingFull
 from . import hdlc as H
 from .base import Codec, Control, Dropped, Event, RecordResult, framing_error
 from .ppp import PPP_HEADER_BYTES, parse_ppp, ppp_header
@@ -40,8 +40,11 @@ class Hdlc(Codec):
         self.tx_accm = tx_accm
         self._alloc_bytes = min(H.max_encoded_size(self.max_payload + PPP_HEADER_BYTES), 0xFFFF)
         self._synced = False  # a flag was seen: what follows is a frame or another flag
-        self._double = False  # the sender opens every frame with its own flag
-        self._tx_started = False
+        # Whether the sender opens every frame with its own flag (OpenConnect and
+        # our encoder do); learnt from each frame, a wrong guess costs one move.
+        self._double = True
+        self._opened = False  # the next frame's opening flag was already read
+        self._synthetic = False  # the current packet starts with our copy of the last flag
         self._txbuf = bytearray()
 
     # -- receiving ---------------------------------------------------------------
@@ -90,12 +93,15 @@ class Hdlc(Codec):
     def _new_packet(self, partial: memoryview | None) -> None:
         """A packet to read the next frame into; ``partial``: its first bytes (from a flag on)."""
         p = self._allocate(self._alloc_bytes)
-        # Where the flag in front of the frame goes so its content ends up
-        # PPP_HEADER_BYTES before p.start (too little headroom: lower, moved later).
+        # The flag in front of the frame goes here, so the frame's content (and
+        # after un-HDLC its PPP header) starts PPP_HEADER_BYTES before p.start.
         flag_at = p.start - PPP_HEADER_BYTES - FLAG_BYTES
-        if partial is None and self._double:
-            flag_at -= FLAG_BYTES
-        flag_at = max(flag_at, p.lo)
+        synthetic = partial is None and self._synced
+        if synthetic and self._double and not self._opened:
+            flag_at -= FLAG_BYTES  # the sender's own opening flag comes first
+        flag_at = max(flag_at, p.lo)  # too little headroom: the packet is moved later (counted)
+        self._opened = False
+        self._synthetic = synthetic
         self._pkt = p
         self._base = flag_at
         self._room = p.end - flag_at
@@ -106,8 +112,9 @@ class Hdlc(Codec):
             self.stats.rx_copy_bytes += n
             self._have = n
             self._partly_copied = n > FLAG_BYTES
-        elif self._synced:
-            # A synthetic copy of the flag that closed the last frame.
+        elif synthetic:
+            # A copy of the flag that closed the last frame (it belongs to the
+            # stream offset before this packet's first read byte).
             p.buf[flag_at] = H.FLAG
             self._have = FLAG_BYTES
             self._offset -= FLAG_BYTES
@@ -136,13 +143,21 @@ class Hdlc(Codec):
                 self._synced = False
             return
         start, end = found.spans[0]
-        if have > end:
+        if self._synthetic:
+            # Flags the sender put between our copy of the last flag and the frame.
+            self._double = start >= 2
+        offset = self._offset + start
+        after = buf[base + end : base + have]
+        if len(after) == 1 or not bytes(after).strip(b"\x7e"):
+            # Only flags after the frame (its closing one, maybe the next one's
+            # opening one): nothing to keep.
+            self._opened = len(after) > 1
+            self._offset += have
+        else:
             # Bytes after the first frame (from its closing flag on): keep them
             # before the packet is shrunk or reused.
-            self._stash_bytes(buf[base + end : base + have])
-        self._double = start >= 2 and buf[base + start - 2] == H.FLAG
-        offset = self._offset + start
-        self._offset += end
+            self._stash_bytes(after)
+            self._offset += end
         copied, self._partly_copied = self._partly_copied, False
         self._pkt = None
         self._have = 0
@@ -180,9 +195,21 @@ class Hdlc(Codec):
         extra = len(rest) - len(bytes(rest).lstrip(b"\x7e"))
         self._offset += found.rest + max(0, extra - FLAG_BYTES)
         if len(rest) > extra:
-            self._new_packet(rest[extra - FLAG_BYTES :])
+            if found.spans:
+                # The frames above go into the ring first (the caller drains the
+                # copies, then calls again): the packet for the unfinished frame
+                # must be the last one allocated.
+                self._stash = rest[extra - FLAG_BYTES :]
+            else:
+                partial = rest[extra - FLAG_BYTES :]
+                try:
+                    self._new_packet(partial)
+                except RingFull:
+                    self._stash = partial  # nothing lost: the next want() tries again
+                    raise
         else:
             self._offset += min(extra, FLAG_BYTES)
+            self._opened = extra > FLAG_BYTES
 
     # -- sending -------------------------------------------------------------------
     def _escape(self, frame) -> memoryview:
@@ -190,8 +217,7 @@ class Hdlc(Codec):
         if len(self._txbuf) < need:
             self._txbuf = bytearray(need)
         out = memoryview(self._txbuf)
-        n = H.encode_frame(frame, out, self.tx_accm, leading_flag=not self._tx_started)
-        self._tx_started = True
+        n = H.encode_frame(frame, out, self.tx_accm)  # every frame opens with its own flag
         return out[:n]
 
     def encode(self, packet) -> memoryview:
@@ -204,8 +230,8 @@ class Hdlc(Codec):
         stats.tx_copies += 1
         stats.tx_copy_bytes += n
         if packet.start - packet.lo >= PPP_HEADER_BYTES:
-            packet.push(PPP_HEADER_BYTES)[:] = ppp_header(packet.buf[packet.start + PPP_HEADER_BYTES :
-                                                                      packet.end])
+            header = ppp_header(packet.data)
+            packet.push(PPP_HEADER_BYTES)[:] = header
             return self._escape(packet.data)
         return self._escape(ppp_header(packet.data) + bytes(packet.data))
 
