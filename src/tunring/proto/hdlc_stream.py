@@ -40,6 +40,7 @@ class Hdlc(Codec):
         self.tx_accm = tx_accm
         self._alloc_bytes = min(H.max_encoded_size(self.max_payload + PPP_HEADER_BYTES), 0xFFFF)
         self._synced = False  # a flag was seen: what follows is a frame or another flag
+        self._hunt_reason = "bytes before the first HDLC flag"  # why unsynced bytes are dropped
         # Whether the sender opens every frame with its own flag (OpenConnect and
         # our encoder do); learnt from each frame, a wrong guess costs one move.
         self._double = True
@@ -128,7 +129,7 @@ class Hdlc(Codec):
         found = H.scan(buf[base : base + have])
         if not self._synced:
             if found.garbage:
-                self._drop(found.garbage, "bytes before the first HDLC flag", self._offset)
+                self._drop(found.garbage, self._hunt_reason, self._offset)
             if found.garbage == have:
                 self._offset += have
                 self._have = 0
@@ -141,6 +142,7 @@ class Hdlc(Codec):
                 self._offset += have
                 self._pkt_cancel()
                 self._synced = False
+                self._hunt_reason = "rest of an HDLC frame longer than the maximum"
             return
         start, end = found.spans[0]
         if self._synthetic:
