@@ -139,11 +139,11 @@ def test_bad_datagrams_are_dropped_good_ones_kept(name):
 
 
 # -- fuzzing -------------------------------------------------------------------------
-def run_fuzz(name: str, data: bytes, cuts: list[int], datagram: bool) -> None:
+def run_fuzz(name: str, data: bytes, cuts: list[int], datagram: bool, compression: str | None = None) -> None:
     """Feed ``data`` to a decoder; only FramingError may come out; state stays sane."""
     cls = FRAMINGS[name]
     ring = ref.Ring(cls, capacity=0x20000)
-    codec = cls(ring.session, datagram=datagram, max_payload=2048)
+    codec = cls(ring.session, datagram=datagram, max_payload=2048, compression=compression)
     bounds = sorted({c % (len(data) + 1) for c in cuts} | {len(data)})
     pos = 0
     try:
@@ -171,9 +171,18 @@ def run_fuzz(name: str, data: bytes, cuts: list[int], datagram: bool) -> None:
     assert stats.rx_packets == len(ring.got) + ring.adapter.stats.discards
 
 
-def mutate(rng: random.Random, name: str) -> bytes:
+def compressed_record(name: str, compression: str, ip: bytes) -> bytes:
+    from tunring.proto.compress import compressor
+
+    payload = compressor(compression).compress(ip)
+    return ref.cstp(payload, kind=8) if name == "cstp" else ref.dtls(payload, kind=8)
+
+
+def mutate(rng: random.Random, name: str, compression: str | None = None) -> bytes:
     """A valid stream of this framing with a few bytes changed, cut or inserted."""
     enc = ref.REFERENCE[name]
+    if compression is not None:
+        enc = lambda ip: compressed_record(name, compression, ip)  # noqa: E731
     stream = bytearray(b"".join(enc(ref.random_ip(rng, 600)) for _ in range(rng.randint(1, 5))))
     for _ in range(rng.randint(1, 4)):
         op = rng.random()
@@ -202,6 +211,29 @@ def test_fuzz_random_bytes(name, datagram, data, cuts):
 @given(seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(0, 5000), max_size=6))
 def test_fuzz_mutated_streams(name, datagram, seed, cuts):
     run_fuzz(name, mutate(random.Random(seed), name), cuts, datagram)
+
+
+# Compressed records: the decompressors see mutated and random input too (deflate's
+# stream state makes a single record per input the useful case: datagram-like cuts).
+COMPRESSED_MODES = [("cstp", False, "lzs"), ("cstp", False, "lz4"), ("cstp", False, "deflate"),
+                    ("dtls", True, "lzs"), ("dtls", True, "lz4")]
+
+
+@pytest.mark.parametrize("name,datagram,compression", COMPRESSED_MODES)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(0, 5000), max_size=4))
+def test_fuzz_compressed_records(name, datagram, compression, seed, cuts):
+    rng = random.Random(seed)
+    run_fuzz(name, mutate(rng, name, compression), cuts if not datagram else [], datagram, compression)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,datagram,compression", COMPRESSED_MODES)
+@settings(max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(0, 5000), max_size=4))
+def test_fuzz_compressed_long(name, datagram, compression, seed, cuts):
+    rng = random.Random(seed)
+    run_fuzz(name, mutate(rng, name, compression), cuts if not datagram else [], datagram, compression)
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ from typing import ClassVar, Union
 
 from .. import layout as L
 from ..device import Device
-from ..errors import FramingError
+from ..errors import FramingError, RingFull
 from ..packet import Packet
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,8 @@ class Codec:
     datagram_ok: ClassVar[bool] = False
     #: Default transport shape.
     default_datagram: ClassVar[bool] = False
+    #: Compression algorithms its compressed records may use (tunring.proto.compress names).
+    compressions: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def session_lead(cls) -> int:
@@ -212,6 +214,9 @@ class Codec:
         self.compression = compression
         self._decompressor = None
         self._compressor = None
+        if compression is not None and compression not in self.compressions:
+            raise ValueError(f"{self.name} cannot carry {compression!r} compression "
+                             f"(it carries: {', '.join(self.compressions) or 'none'})")
         if compression is not None:
             from . import compress  # only when asked for: it may need optional packages
 
@@ -551,7 +556,7 @@ class Codec:
         elif isinstance(result, Compressed):
             payload = bytes(buf[result.start : result.end])
             self.device.cancel(p)
-            self._decompress(payload, offset)
+            self._copies.append((payload, offset))  # decompressed in turn by _drain_copies
         else:
             self.device.cancel(p)
             if result is not None:
@@ -609,8 +614,6 @@ class Codec:
         ``soft``: stop quietly when the ring is full (the rest waits for the
         next ``want()``); otherwise RingFull propagates.
         """
-        from ..errors import RingFull
-
         try:
             self._drain_copies()
             while self._stash is not None:
@@ -626,6 +629,14 @@ class Codec:
         stats = self.stats
         while copies:
             data = copies[0]
+            if type(data) is tuple:  # (compressed payload, offset): RingFull leaves it queued
+                copies.popleft()
+                try:
+                    self._decompress(*data)
+                except RingFull:
+                    copies.appendleft(data)
+                    raise
+                continue
             dev.write(data)  # allocate + copy + send; RingFull leaves it queued
             copies.popleft()
             stats.rx_copies += 1
@@ -677,7 +688,7 @@ class Codec:
             elif type(item) is bytes:
                 self._copies.append(item)
             elif isinstance(item, Compressed):
-                self._decompress(bytes(buf[item.start : item.end]), offset)
+                self._copies.append((bytes(buf[item.start : item.end]), offset))
             elif item is not None:
                 self._event(item, end, offset)
 
@@ -697,7 +708,9 @@ class Codec:
         stats.tx_bytes += n
         if self._compressor is not None:
             payload = self._compressor.compress(packet.data)
-            if len(payload) < n:
+            # Stateless algorithms fall back to plain records when compression does
+            # not pay; a deflate record must always be sent (the stream includes it).
+            if len(payload) < n or self._compressor.name == "deflate":
                 stats.tx_compressed += 1
                 return memoryview(self._pack_compressed(payload))
         h = self.headroom
@@ -721,7 +734,7 @@ class Codec:
         h = self.headroom
         if self._compressor is not None:
             payload = self._compressor.compress(data)
-            if len(payload) < n:
+            if len(payload) < n or self._compressor.name == "deflate":
                 self.stats.tx_compressed += 1
                 return bytes(self._pack_compressed(payload))
         out = bytearray(h + n + self.tailroom)

@@ -68,6 +68,7 @@ class Cstp(Codec):
     name = "cstp"
     headroom = 8
     min_header = 8
+    compressions = ("lzs", "lz4", "deflate")
 
     def _length(self, buf: memoryview, off: int) -> int:
         if _MAGIC_U32.unpack_from(buf, off)[0] != _MAGIC_VALUE:
@@ -98,6 +99,7 @@ class Dtls(Codec):
 
     name = "dtls"
     headroom = 1
+    compressions = ("lzs", "lz4")  # deflate is CSTP only
     min_header = 1
     stream_ok = False
     datagram_ok = True
