@@ -69,6 +69,16 @@ def test_wrong_magic_stops_the_stream_with_offset(name):
         codec.want()
 
 
+def test_oncp_garbage_instead_of_a_kmp_header():
+    good = ref.oncp(IP4)
+    ring, codec = stream_codec("oncp")
+    with pytest.raises(FramingError, match="KMP") as info:
+        codec.feed(good + ref.oncp_record(b"\x01garbage, not a KMP message") + good)
+    assert info.value.offset == len(good)
+    assert ring.drain() == [IP4]
+    assert_no_leak(ring)
+
+
 def test_gpst_wrong_tail():
     bad = ref.gpst(IP4)[:8] + b"\x02" + ref.gpst(IP4)[9:]
     ring, codec = stream_codec("gpst")

@@ -185,6 +185,17 @@ def test_ppp_control_frames_and_compressed_headers(cls, enc):
     assert cls(ref.Ring(cls).session).encode_control(Control(0xC021, lcp[2:])) == enc(b"\xff\x03" + lcp, raw_frame=True)
 
 
+def test_array_control_packets():
+    from tunring.proto.array import Array
+
+    control = bytes([0x45, 0, 0, 24, 0, 0, 0, 0, 64, 255, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9])
+    got, events, _ = decode(Array, [IP4, control, IP6])
+    assert got == [IP4, IP6]
+    assert events == [Control(0x0102, control)]
+    got, events, _ = decode(Array, [IP4, control], datagram=True)
+    assert got == [IP4] and events == [Control(0x0102, control)]
+
+
 def test_raw_ppp_datagrams():
     got, events, _ = decode(RawPpp, [ref.ppp(IP4), b"\x80\x21\x01\x01\x00\x04", ref.ppp(IP6)])
     assert got == [IP4, IP6]

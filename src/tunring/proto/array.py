@@ -3,16 +3,20 @@
 There is no header: each packet's length comes from its own IPv4 total length
 or IPv6 payload length, and packets are split across TLS records arbitrarily.
 Bytes that are not the start of an IP packet cannot be resynchronised on and
-stop the stream with a FramingError.
+stop the stream with a FramingError.  Array's control messages are IPv4
+packets with protocol 255 (and a 20-byte header); they surface as
+:class:`~tunring.proto.base.Control` events with ``kind`` = the u16 at offset
+12 and ``payload`` = the whole packet.  Over DTLS each datagram is one packet.
 """
 
 from __future__ import annotations
 
 from ..errors import FramingError
-from .base import Codec, RecordResult
+from .base import Codec, Control, RecordResult
 
 IPV4_MIN_BYTES = 20
 IPV6_HEADER_BYTES = 40
+CONTROL_PROTOCOL = 255
 
 
 class Array(Codec):
@@ -21,6 +25,7 @@ class Array(Codec):
     name = "array"
     headroom = 0
     min_header = 6  # enough for the IPv6 payload length; an IPv4 packet is >= 20 bytes anyway
+    datagram_ok = True
 
     def _length(self, buf: memoryview, off: int) -> int:
         version = buf[off] >> 4
@@ -34,6 +39,8 @@ class Array(Codec):
         raise FramingError(f"byte {buf[off]:#04x} does not start an IPv4 or IPv6 packet")
 
     def _record(self, buf: memoryview, off: int, end: int) -> RecordResult:
+        if buf[off] == 0x45 and buf[off + 9] == CONTROL_PROTOCOL:
+            return Control((buf[off + 12] << 8) | buf[off + 13], bytes(buf[off:end]))
         return (off, end)
 
     def _pack(self, buf: memoryview, off: int, length: int) -> None:

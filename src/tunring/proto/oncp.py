@@ -7,7 +7,9 @@ message may carry several IPv4 packets back to back, split by each packet's
 own IP length.  The common case (one record = one KMP 300 = one IP packet) is
 decoded in place with a 22-byte header; everything else goes through a
 reassembly buffer and is copied (counted).  Other KMP types surface as
-:class:`~tunring.proto.base.Control` events with ``kind`` = KMP type.
+:class:`~tunring.proto.base.Control` events with ``kind`` = KMP type.  A KMP
+header that does not start with its six zero bytes stops the stream (there
+is nothing to resynchronise on).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import struct
 
 from .. import layout as L
+from ..errors import FramingError
 from .base import Codec, Control, Dropped, Event, RecordResult
 
 KMP_HEADER_BYTES = 20
@@ -57,7 +60,7 @@ class Oncp(Codec):
 
     def _record(self, buf: memoryview, off: int, end: int) -> RecordResult:
         start = off + RECORD_HEADER_BYTES
-        if not self._kmp and end - start >= KMP_HEADER_BYTES:
+        if not self._kmp and end - start >= KMP_HEADER_BYTES and buf[start : start + 6] == _ZERO6:
             kind = _U16BE.unpack_from(buf, start + 6)[0]
             length = _U16BE.unpack_from(buf, start + 18)[0]
             if kind == KMP_DATA and start + KMP_HEADER_BYTES + length == end:
@@ -81,6 +84,8 @@ class Oncp(Codec):
         pos = 0
         try:
             while len(kmp) - pos >= KMP_HEADER_BYTES:
+                if kmp[pos : pos + 6] != _ZERO6:
+                    raise FramingError(f"not a KMP header: {bytes(kmp[pos:pos + 8]).hex()} does not start with 6 zero bytes")
                 kind = _U16BE.unpack_from(kmp, pos + 6)[0]
                 length = _U16BE.unpack_from(kmp, pos + 18)[0]
                 end = pos + KMP_HEADER_BYTES + length
