@@ -85,3 +85,14 @@ def test_decode_unknown_record_is_counted_and_fails(tmp_path, capsys):
     assert main(["decode", "--framing", "cstp", str(tmp_path / "s"), "-o", str(tmp_path / "o.pcap")]) == 1
     captured = capsys.readouterr()
     assert "dropped: 1" in captured.out and "offset 0: unknown record type 66" in captured.err
+
+
+@pytest.mark.parametrize("name", ["f5", "fortinet", "array"])
+def test_datagram_form_of_a_stream_framing(tmp_path, capsys, name):
+    packets = sample_packets()
+    write_input_pcap(tmp_path / "in.pcap", packets)
+    wire = tmp_path / "wire.hex"
+    assert main(["encode", "--framing", name, "--datagram", str(tmp_path / "in.pcap"), "-o", str(wire)]) == 0
+    assert len(wire.read_text().split()) == len(packets)
+    assert main(["decode", "--framing", name, "--datagram", str(wire), "-o", str(tmp_path / "o.pcap")]) == 0
+    assert [bytes(p) for p in rdpcap(str(tmp_path / "o.pcap"))] == packets

@@ -188,3 +188,28 @@ def test_ring_full_loses_nothing(name):
     ring.drain()
     assert ring.got == ips
     assert fulls > 0
+
+
+DATAGRAM_FRAMINGS = sorted(name for name, cls in FRAMINGS.items() if cls.datagram_ok)
+
+
+@pytest.mark.parametrize("name", DATAGRAM_FRAMINGS)
+def test_datagrams_are_decoded_in_the_slot_they_were_received_into(name):
+    import random
+
+    rng = random.Random(9)
+    ips = [ref.random_ip(rng) for _ in range(40)]
+    cls = FRAMINGS[name]
+    ring = ref.Ring(cls)
+    codec = cls(ring.session, datagram=True)
+    read_into = []
+    for ip in ips:
+        record = ref.REFERENCE[name](ip)
+        view = codec.want()
+        read_into.append(codec.packet.start)
+        view[: len(record)] = record  # recvmsg/SSL_read of one datagram
+        assert codec.received(len(record)) == []
+    ring.drain()
+    assert ring.got == ips
+    assert ring.slots == read_into
+    assert codec.stats.rx_copies == 0 and codec.stats.rx_copy_bytes == 0

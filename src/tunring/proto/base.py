@@ -325,6 +325,35 @@ class Codec:
             self._have = have
             self._need = need
             self._stream(p)
+        elif p is not None and n > 0 and self._failed is None:
+            # Datagram fast path: a well-formed record whose IP packet is in place.
+            if n > self._room:
+                raise ValueError("received(): more bytes than the last want() view holds")
+            base = self._base
+            buf = p.buf
+            end = base + n
+            index = self._offset
+            self._pkt = None
+            self._offset = index + 1
+            try:
+                if n < self.min_header:
+                    raise FramingError(f"datagram of {n} bytes is shorter than the header")
+                length = self._length(buf, base)
+                if length >= 0 and length != n:
+                    raise FramingError(f"header says {length} bytes, the datagram has {n}")
+                result = self._record(buf, base, end)
+            except FramingError as err:
+                self.device.cancel(p)
+                self._drop(n, str(err), index)
+                return self._take_events()
+            if type(result) is tuple and result[0] == p.start:
+                size = result[1] - result[0]
+                self._shrink_and_send(p, size)
+                stats = self.stats
+                stats.rx_packets += 1
+                stats.rx_bytes += size
+            else:
+                self._dispatch(p, buf, base, end, index, False, result)
         else:
             if self._failed is not None:
                 raise self._failed
