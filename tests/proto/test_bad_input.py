@@ -255,3 +255,72 @@ def test_fuzz_long(name, datagram, seed, raw, cuts):
     rng = random.Random(seed)
     data = rng.randbytes(rng.randint(0, 3000)) if raw else mutate(rng, name)
     run_fuzz(name, data, cuts, datagram)
+
+
+# -- writes stay inside the packets -------------------------------------------------
+def _changed(before: bytes, after: bytes, chunk: int = 64) -> list[int]:
+    """Offsets of the bytes that differ (chunked compare, then byte by byte)."""
+    out = []
+    for i in range(0, len(before), chunk):
+        if before[i : i + chunk] != after[i : i + chunk]:
+            out += [j for j in range(i, min(i + chunk, len(before))) if before[j] != after[j]]
+    return out
+
+
+@pytest.mark.parametrize("name,datagram", ALL_MODES)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(0, 5000), max_size=6))
+def test_decoders_write_only_inside_slots_they_allocated(name, datagram, seed, cuts):
+    """Snapshot the ring the codec writes into around every call: every changed byte
+    lies in a slot allocated to the codec (or the ring's Tail word)."""
+    from tunring import layout as L
+
+    rng = random.Random(seed)
+    data = mutate(rng, name)
+    cls = FRAMINGS[name]
+    ring = ref.Ring(cls, capacity=0x20000)
+    session = ring.session
+    slots: list[tuple[int, int]] = []
+    allocate = session.allocate
+
+    def recording_allocate(size):
+        p = allocate(size)
+        slots.append((p.lo, p.hi))
+        return p
+
+    session.allocate = recording_allocate
+    codec = cls(session, datagram=datagram, max_payload=2048)
+    ring_bytes = ring.receive_ring
+    data_at = L.HEADER_SIZE
+
+    def check(before: bytes) -> None:
+        for off in _changed(before, bytes(ring_bytes)):
+            if off < data_at:
+                assert L.TAIL <= off < L.TAIL + 4, f"ring header byte {off} written"
+                continue
+            x = off - data_at
+            assert any(lo <= x < hi for lo, hi in slots), f"byte {x} written outside every allocated slot"
+
+    bounds = sorted({c % (len(data) + 1) for c in cuts} | {len(data)})
+    pos = 0
+    try:
+        for end in bounds:
+            while pos < end:
+                before = bytes(ring_bytes)
+                if datagram:
+                    codec.feed(data[pos:end])
+                    pos = end
+                else:
+                    view = codec.want()
+                    k = min(len(view), end - pos)
+                    view[:k] = data[pos:end][:k]
+                    pos += k
+                    codec.received(k)
+                check(before)
+                ring.drain()
+                slots.clear()  # earlier slots were sent or cancelled: not ours any more
+                if codec.packet is not None:
+                    slots.append((codec.packet.lo, codec.packet.hi))
+        codec.close()
+    except FramingError:
+        pass

@@ -692,15 +692,14 @@ class Codec:
         self._start_packet()
         p = self._pkt
         assert p is not None
+        if need > self._room or n > self._room:
+            self._fail(f"record of {max(need, n)} bytes does not fit the {self._room}-byte packet")
         p.buf[self._base : self._base + n] = stash
         self.stats.rx_copy_bytes += n
         self._have = n
         self._stash = None
         self._partly_copied = True
-        if need:
-            if need > self._room:
-                self._fail(f"record of {need} bytes does not fit the {self._room}-byte packet")
-            self._need = need
+        self._need = need
 
     def _deliver_copy(self, buf: memoryview, end: int, offset: int) -> None:
         try:

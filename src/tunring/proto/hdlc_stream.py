@@ -109,6 +109,8 @@ class Hdlc(Codec):
         self._need = 0
         if partial is not None:
             n = len(partial)
+            if n > self._room:  # cannot happen: it came from a packet of the same size
+                raise AssertionError("HDLC partial frame larger than a packet")
             p.buf[flag_at : flag_at + n] = partial
             self.stats.rx_copy_bytes += n
             self._have = n
