@@ -46,6 +46,7 @@ class Hdlc(Codec):
         self._double = True
         self._opened = False  # the next frame's opening flag was already read
         self._synthetic = False  # the current packet starts with our copy of the last flag
+        self._scanned = 0  # bytes of the current packet already scanned without a frame end
         self._txbuf = bytearray()
 
     # -- receiving ---------------------------------------------------------------
@@ -103,6 +104,7 @@ class Hdlc(Codec):
         flag_at = max(flag_at, p.lo)  # too little headroom: the packet is moved later (counted)
         self._opened = False
         self._synthetic = synthetic
+        self._scanned = 0
         self._pkt = p
         self._base = flag_at
         self._room = p.end - flag_at
@@ -128,13 +130,21 @@ class Hdlc(Codec):
         base = self._base
         have = self._have
         buf = p.buf
+        seen = self._scanned
+        if seen and self._synced and have < self._room:
+            # Bytes before ``seen`` held no frame end: only the new ones can close it
+            # (keeps many small reads of one big frame linear, not quadratic).
+            if bytes(buf[base + seen : base + have]).find(b"\x7e") < 0:
+                self._scanned = have
+                return
+        self._scanned = have
         found = H.scan(buf[base : base + have])
         if not self._synced:
             if found.garbage:
                 self._drop(found.garbage, self._hunt_reason, self._offset)
             if found.garbage == have:
                 self._offset += have
-                self._have = 0
+                self._have = self._scanned = 0
                 return
             self._synced = True
         if not found.spans:
