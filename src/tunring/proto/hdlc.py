@@ -228,8 +228,18 @@ class HdlcSplitter:
     frame at the end of ``chunk`` is copied into the splitter, so the caller may reuse ``chunk``
     after ``feed`` returns; ``carried_bytes`` counts those copies.  A caller that would rather
     keep split frames in its own memory (no copy at all) uses :func:`scan` instead.
-    Garbage before the first flag is discarded (``garbage_bytes``); an unfinished frame longer than
-    ``max_frame_bytes`` is dropped (``oversize_frames``) and the splitter hunts for the next flag.
+    Garbage before the first flag is discarded (``garbage_bytes``); a frame longer than
+    ``max_frame_bytes`` (escaped) is dropped (``oversize_frames``), and if it was unfinished the
+    splitter hunts for the next flag.  A bad frame never affects its neighbours: each frame is
+    checked on its own by :func:`decode_frame`, and the next flag starts afresh.
+
+    Typical receive loop (``buf`` is where the transport read ``n`` bytes)::
+
+        carried, spans = splitter.feed(buf[:n])
+        if carried is not None:                       # began in an earlier read: a copy
+            n_ppp = decode_frame(memoryview(carried)) # PPP frame in carried[:n_ppp]
+        for start, end in spans:                      # in place, in buf
+            n_ppp = decode_frame(buf[start:end])      # PPP frame in buf[start:start + n_ppp]
     """
 
     __slots__ = ("max_frame_bytes", "_carry", "_hunting", "garbage_bytes", "carried_bytes", "oversize_frames")
@@ -249,6 +259,7 @@ class HdlcSplitter:
         return len(self._carry)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> tuple[bytearray | None, list[tuple[int, int]]]:
+        """Take the next bytes of the stream; return ``(carried, spans)`` as described above."""
         data = chunk if isinstance(chunk, bytes) else bytes(chunk)
         size = len(data)
         first = data.find(_FLAG_B)
