@@ -7,11 +7,9 @@ Prints MB/s of *unescaped* (PPP frame) bytes, so figures compare across ACCMs.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import struct
 import time
-import zlib
 
 from tunring.proto import compress, hdlc
 

@@ -138,6 +138,16 @@ def test_encode_worst_case_fits_and_never_writes_past_dst():
     assert small == b"\xaa" * (need - 1)  # nothing written
 
 
+@given(frames, accms, st.integers(0, 8))
+def test_encode_in_place_over_its_own_source(frame, accm, shift):
+    # A packet encoded into its own memory: the source starts `shift` bytes into the buffer.
+    buf = bytearray(shift + hdlc.max_encoded_size(len(frame)))
+    buf[shift : shift + len(frame)] = frame
+    mv = memoryview(buf)
+    n = hdlc.encode_frame(mv[shift : shift + len(frame)], mv, accm)
+    assert bytes(buf[:n]) == ref_encode(frame, accm)
+
+
 # ---- decoding -------------------------------------------------------------------------------
 
 

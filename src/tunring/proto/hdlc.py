@@ -167,7 +167,8 @@ def encode_frame(
     Escapes 7E, 7D and the control characters whose bit is set in ``tx_accm``.  Leave out the
     opening flag (``leading_flag=False``) when the previous frame's closing flag is still the last
     thing sent.  Raises ValueError, writing nothing, when ``dst`` is too small; allocating
-    :func:`max_encoded_size` bytes always suffices.
+    :func:`max_encoded_size` bytes always suffices.  ``src`` may overlap ``dst`` (a packet encoded
+    into its own memory): it is read completely before anything is written.
     """
     fcs = fcs16(src) ^ 0xFFFF
     data = bytes(src) + bytes((fcs & 0xFF, fcs >> 8))
