@@ -77,26 +77,29 @@ def _unescape(raw: bytes) -> bytes:
     if raw.count(_ESCAPE_B) * _MANY_ESCAPES < len(raw):
         # Few escapes (typical once LCP has set the ACCM to 0: only 7E and 7D are escaped):
         # each part after the first starts with an escaped byte.  An empty part means "7D 7D"
-        # or a trailing 7D, left to the general path below.
+        # or a trailing 7D, left to the whole-string path below.
         parts = raw.split(_ESCAPE_B)
         rest = parts[1:]
         if b"" not in rest:
             unescaped = _UNESCAPED
             return parts[0] + b"".join([unescaped[p[0]] + p[1:] for p in rest])
-    # A 7D escapes whatever follows it, even another 7D: replacing "7D 7D" pairs left to right
-    # pairs each run of 7Ds exactly as a byte-by-byte decoder would, and the 5D it leaves cannot
-    # start a pair.  Afterwards every 7D is an escape followed by a byte that is not 7D.
-    raw = raw.replace(b"\x7d\x7d", b"\x5d")
-    if raw.endswith(_ESCAPE_B):
-        raise FramingError("HDLC frame ends with a control escape (0x7D): aborted or truncated frame")
-    # Many escapes (a full ACCM escapes about 1 byte in 7 of random data): per-escape Python work would
-    # dominate, so work on whole strings.  In a little-endian integer "the byte after" is a shift
-    # by 8, so one XOR un-escapes every escaped byte in place; the escapes are still there as 7D,
-    # and an escaped 7D now reads "7D 7D".  Plain bytes are never 7D, so splitting on "7D 7D"
-    # (left to right: the first 7D of a run is always an escape) and deleting the other 7Ds
-    # leaves exactly the data.
-    mask = int.from_bytes(raw.translate(_ESCAPE_MARK), "little") << 8
-    xored = (int.from_bytes(raw, "little") ^ mask).to_bytes(len(raw), "little")
+    # Many escapes (a full ACCM escapes about 1 byte in 7 of random data): per-escape Python work
+    # would dominate, so work on whole strings.  In a little-endian integer "the byte after" is a
+    # shift by 8: ``marks`` has 0x20 at each 7D, so ``marks << 8`` XORs every escaped byte at once.
+    marks = int.from_bytes(raw.translate(_ESCAPE_MARK), "little")
+    if marks & (marks << 8) or raw.endswith(_ESCAPE_B):
+        # "7D 7D" somewhere (or a trailing 7D).  A 7D escapes whatever follows it, even another
+        # 7D: replacing "7D 7D" pairs left to right pairs each run of 7Ds exactly as a byte-by-byte
+        # decoder would, and the 5D it leaves cannot start a pair.
+        raw = raw.replace(b"\x7d\x7d", b"\x5d")
+        if raw.endswith(_ESCAPE_B):
+            raise FramingError("HDLC frame ends with a control escape (0x7D): aborted or truncated frame")
+        marks = int.from_bytes(raw.translate(_ESCAPE_MARK), "little")
+    # Now every 7D is an escape followed by a byte that is not 7D.  After the XOR the escapes are
+    # still there as 7D and an escaped 7D reads "7D 7D"; plain bytes are never 7D, so splitting on
+    # "7D 7D" (left to right: the first 7D of a run is always an escape) and deleting the other
+    # 7Ds leaves exactly the data.
+    xored = (int.from_bytes(raw, "little") ^ (marks << 8)).to_bytes(len(raw), "little")
     segments = xored.split(b"\x7d\x7d")
     if len(segments) == 1:
         return xored.translate(None, _ESCAPE_B)
