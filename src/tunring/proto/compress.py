@@ -88,15 +88,15 @@ def lzs_decompress_into(src: Buffer, dst: memoryview) -> int:
     short = _LZS_SHORT
     long_offsets = _LZS_LONG_OFFSETS
     lengths = _LZS_LENGTHS
+    zero = _ZERO
+    # Literals are checked against ``cap`` only at the end: they grow the output by at most one
+    # byte per 9 input bits.  Matches, which can claim anything, are checked one by one.  Reads
+    # past the end see zero padding, which decodes as literals that the run check refuses.
     out = bytearray()
     p = 0
     while True:
-        if bits[p] == _ZERO:
-            if bits[p + 9] != _ZERO:  # a lone literal (the common case between matches)
-                if p + 9 > nbits:
-                    raise FramingError("LZS data ends without an end marker")
-                if len(out) >= cap:
-                    raise FramingError(f"LZS output exceeds the {cap}-byte buffer")
+        if bits[p] == zero:
+            if bits[p + 9] != zero:  # a lone literal (the common case between matches)
                 out.append(literals[bits[p + 1 : p + 9]])
                 p += 9
                 continue
@@ -105,10 +105,8 @@ def lzs_decompress_into(src: Buffer, dst: memoryview) -> int:
             if run < 0:
                 run = _LITERAL_RUN
             run = min(run, (nbits - p) // 9)
-            if run == 0:
+            if run <= 0:
                 raise FramingError("LZS data ends without an end marker")
-            if len(out) + run > cap:
-                raise FramingError(f"LZS output exceeds the {cap}-byte buffer")
             literal_bits = bytearray(bits[p : p + 9 * run])
             del literal_bits[::9]  # drop the flag bits
             out += int(literal_bits, 2).to_bytes(run, "big")
@@ -124,6 +122,8 @@ def lzs_decompress_into(src: Buffer, dst: memoryview) -> int:
                 if (p + 7) // 8 != len(data):
                     raise FramingError(f"{len(data) - (p + 7) // 8} bytes after the LZS end marker")
                 n = len(out)
+                if n > cap:
+                    raise FramingError(f"LZS output exceeds the {cap}-byte buffer")
                 dst[:n] = out
                 return n
         else:
@@ -144,8 +144,6 @@ def lzs_decompress_into(src: Buffer, dst: memoryview) -> int:
             k = (bits.find(b"0", p) - p) >> 2
             length = 8 + 15 * k + int(bits[p + 4 * k : p + 4 * k + 4], 2)
             p += 4 * k + 4
-        if p > nbits:
-            raise FramingError("LZS data ends inside a match")
         o = len(out)
         if offset > o:
             raise FramingError(f"LZS match reaches {offset} bytes back but only {o} were output")
@@ -238,8 +236,12 @@ def lzs_compress(src: Buffer) -> bytes:
 def lz4_decompress_into(src: Buffer, dst: memoryview) -> int:
     """Decompress one LZ4 block (no size prefix) into ``dst``; return the bytes written.
 
-    ``lz4.block.decompress`` has no "into" form: it decompresses (bounded by ``len(dst)``, with
-    LZ4_decompress_safe) into a buffer of its own, which is then copied into ``dst`` (one memcpy).
+    The ``lz4`` package's public API has no "into" form: ``lz4.block.decompress`` with
+    ``uncompressed_size=len(dst)`` decompresses with LZ4_decompress_safe, bounded by ``len(dst)``,
+    into a buffer it allocates, which is then copied into ``dst`` (one memcpy of the output).
+    Writing straight into ``dst`` would mean calling the C symbol ``LZ4_decompress_safe`` (it is
+    exported by the package's extension module and by the system liblz4) through ctypes: an
+    implementation detail of the wheel, or a system library, so not done.
     """
     if not len(dst):
         raise FramingError("no room to decompress an LZ4 block")
@@ -359,21 +361,29 @@ class Decompressor(Protocol):
 
 
 class LzsCompressor:
+    """LZS for one direction: stateless, each packet on its own."""
+
     name = "lzs"
     compress = staticmethod(lzs_compress)
 
 
 class LzsDecompressor:
+    """LZS for one direction: stateless, each packet on its own."""
+
     name = "lzs"
     decompress_into = staticmethod(lzs_decompress_into)
 
 
 class Lz4Compressor:
+    """LZ4 block ("oc-lz4") for one direction: stateless, each packet on its own."""
+
     name = "lz4"
     compress = staticmethod(lz4_compress)
 
 
 class Lz4Decompressor:
+    """LZ4 block ("oc-lz4") for one direction: stateless, each packet on its own."""
+
     name = "lz4"
     decompress_into = staticmethod(lz4_decompress_into)
 
