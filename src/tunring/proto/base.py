@@ -229,7 +229,9 @@ class Codec:
         self._need = 0  # the current record's total length, 0 while unknown
         self._offset = 0  # stream offset of the current record (datagram: index)
         self._stash: memoryview | None = None  # read bytes after a complete record, not yet parsed
-        self._copies: deque[bytes] = deque()  # IP packets waiting to be copied into the device
+        # IP packets (bytes, or views of the stash) waiting to be copied into the
+        # device, and (payload, offset) tuples of compressed records to decompress.
+        self._copies: deque = deque()
         self._events: list[Event] = []
         self._failed: FramingError | None = None
         self._partly_copied = False  # the current packet's first bytes came from the stash
@@ -711,7 +713,9 @@ class Codec:
         items = result if type(result) is list else [result]
         for item in items:
             if type(item) is tuple:
-                self._copies.append(bytes(buf[item[0] : item[1]]))
+                # ``buf`` is the stash, private immutable bytes: a view of it stays
+                # valid, so the only copy left is the one into the ring.
+                self._copies.append(buf[item[0] : item[1]])
                 self.stats.rx_copy_bytes += item[1] - item[0]
             elif type(item) is bytes:
                 self._copies.append(item)
