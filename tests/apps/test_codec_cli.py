@@ -124,3 +124,13 @@ def test_pcap_reader_accepts_ethernet_and_rejects_junk(tmp_path):
     for junk in (b"", b"\x00" * 24, be[:-1]):
         with pytest.raises(FramingError):
             list(read_packets(junk))
+
+
+def test_impossible_combinations_exit_2(tmp_path, capsys):
+    (tmp_path / "x").write_bytes(b"")
+    with pytest.raises(SystemExit) as info:
+        main(["decode", "--framing", "gpst", "--compression", "lz4", str(tmp_path / "x"), "-o", str(tmp_path / "o")])
+    assert info.value.code == 2 and "cannot carry" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["decode", "--framing", "cstp", "--datagram", str(tmp_path / "x"), "-o", str(tmp_path / "o")])
+    assert info.value.code == 2 and "no datagram form" in capsys.readouterr().err

@@ -435,10 +435,10 @@ class Codec:
         raise NotImplementedError
 
     def _control(self, event: Event) -> bytes:
-        raise FramingError(f"{self.name} cannot send {type(event).__name__}")
+        raise ValueError(f"{self.name} cannot send {type(event).__name__}")
 
     def _pack_compressed(self, payload: bytes) -> bytes:
-        raise FramingError(f"{self.name} has no compressed records")
+        raise ValueError(f"{self.name} has no compressed records")
 
     # -- placement -----------------------------------------------------------------
     def _start_packet(self) -> None:
