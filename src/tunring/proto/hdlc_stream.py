@@ -16,7 +16,9 @@ view returned by ``encode`` is valid until the next ``encode``.
 
 from __future__ import annotations
 
+from ..device import Device
 from ..errors import FramingError, RingFull
+from ..packet import Packet
 from . import hdlc as H
 from .base import Codec, Control, Dropped, Event, RecordResult, framing_error
 from .ppp import PPP_HEADER_BYTES, parse_ppp, ppp_header
@@ -34,7 +36,7 @@ class Hdlc(Codec):
     headroom = 2 * FLAG_BYTES + PPP_HEADER_BYTES
     min_header = 1
 
-    def __init__(self, device, *, rx_accm: int = H.ACCM_ALL, tx_accm: int = H.ACCM_ALL, **kwargs) -> None:
+    def __init__(self, device: Device, *, rx_accm: int = H.ACCM_ALL, tx_accm: int = H.ACCM_ALL, **kwargs) -> None:
         super().__init__(device, **kwargs)
         self.rx_accm = rx_accm
         self.tx_accm = tx_accm
@@ -126,7 +128,7 @@ class Hdlc(Codec):
         else:
             self._have = 0
 
-    def _scan_packet(self, p) -> None:
+    def _scan_packet(self, p: Packet) -> None:
         base = self._base
         have = self._have
         buf = p.buf
@@ -234,7 +236,7 @@ class Hdlc(Codec):
         n = H.encode_frame(frame, out, self.tx_accm)  # every frame opens with its own flag
         return out[:n]
 
-    def encode(self, packet) -> memoryview:
+    def encode(self, packet: Packet) -> memoryview:
         """The HDLC frame for ``packet`` (PPP header pushed into its headroom, then
         escaped into a scratch buffer, counted in ``tx_copies``)."""
         n = packet.end - packet.start
@@ -249,7 +251,7 @@ class Hdlc(Codec):
             return self._escape(packet.data)
         return self._escape(ppp_header(packet.data) + bytes(packet.data))
 
-    def encode_bytes(self, data) -> bytes:
+    def encode_bytes(self, data: bytes | bytearray | memoryview) -> bytes:
         return bytes(self._escape(ppp_header(data) + bytes(data)))
 
     def _control(self, event: Event) -> bytes:

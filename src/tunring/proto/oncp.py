@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 
 from .. import layout as L
+from ..device import Device
 from ..errors import FramingError
 from .base import Codec, Control, Dropped, Event, RecordResult
 
@@ -51,7 +52,7 @@ class Oncp(Codec):
     headroom = RECORD_HEADER_BYTES + KMP_HEADER_BYTES
     min_header = RECORD_HEADER_BYTES
 
-    def __init__(self, device, **kwargs) -> None:
+    def __init__(self, device: Device, **kwargs) -> None:
         super().__init__(device, **kwargs)
         self._kmp = bytearray()  # KMP bytes from records whose messages are not complete yet
 

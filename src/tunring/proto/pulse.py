@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 
+from ..device import Device
 from ..errors import FramingError
 from .base import Codec, Control, Dropped, Event, RecordResult
 
@@ -27,7 +28,7 @@ class Pulse(Codec):
     headroom = 16
     min_header = 16
 
-    def __init__(self, device, **kwargs) -> None:
+    def __init__(self, device: Device, **kwargs) -> None:
         super().__init__(device, **kwargs)
         self.tx_sequence = 0
 
