@@ -60,3 +60,28 @@ def test_datagram_socket_one_record_per_recv_is_zero_copy():
         b.close()
     assert ring.drain() == ips
     assert codec.stats.rx_copies == 0 and codec.stats.rx_drops == 1
+
+
+def test_exact_reads_over_a_plain_stream_copy_nothing():
+    """A plain byte stream returns whatever is buffered: with want(exact=True) each
+    read stops at the header, then at the record's end, so no record is copied."""
+    rng = random.Random(8)
+    ips = [ref.random_ip(rng) for _ in range(200)]
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ring = ref.Ring(Cstp, capacity=0x400000)
+    codec = Cstp(ring.session)
+    writer = threading.Thread(target=lambda: (a.sendall(b"".join(ref.cstp(ip) for ip in ips)), a.close()))
+    writer.start()
+    try:
+        while True:
+            n = b.recv_into(codec.want(exact=True))
+            if not n:
+                break
+            codec.received(n)
+            ring.drain()
+        codec.close()
+    finally:
+        writer.join()
+        b.close()
+    assert ring.drain() == ips
+    assert codec.stats.rx_copies == 0 and codec.stats.rx_copy_bytes == 0

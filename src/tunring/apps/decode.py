@@ -3,7 +3,8 @@
 INPUT is the decrypted TLS stream as a file, or, for datagram framings, one
 record per line in hex (blank lines and lines starting with # are skipped).
 The stream is read with ``readinto`` straight into ring packets, as a VPN
-client would read its socket.  Prints a summary of packets, control messages
+client would read its socket (header first, then exactly the rest of the
+record, so nothing is copied).  Prints a summary of packets, control messages
 and errors; exit status 0 when every byte was understood, 1 otherwise with
 the offset of the first byte that was not.
 """
@@ -89,7 +90,7 @@ def _decode_stream(path: str, codec, outcome: _Outcome, drain) -> None:
         n = -1
         while True:
             try:
-                view = codec.want()
+                view = codec.want(exact=True)  # header, then the rest: every record in place
                 n = f.readinto(view)
                 if not n:
                     outcome.take(codec.close(), where)

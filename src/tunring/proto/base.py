@@ -254,32 +254,39 @@ class Codec:
         """Stream bytes fully consumed so far (datagram codecs: datagrams consumed)."""
         return self._offset
 
-    def want(self) -> memoryview:
+    def want(self, exact: bool = False) -> memoryview:
         """Where the transport should put its next bytes (never empty).
 
-        May raise RingFull (nothing lost: wait for space and call again) or the
-        FramingError that stopped the stream.
+        By default the view runs to the end of the packet while the record's
+        length is unknown (a read may then bring several records: the ones after
+        the first are copied), and to the record's end once it is known.
+        ``exact=True`` asks for no more than the header, then no more than the
+        record: two reads per record, but nothing is ever copied, whatever the
+        transport returns (for plain byte streams; TLS already returns one
+        record at a time).  May raise RingFull (nothing lost: wait for space and
+        call again) or the FramingError that stopped the stream.
         """
         p = self._pkt
         if p is not None:
             base = self._base
-            return p.buf[base + self._have : base + (self._need or self._room)]
+            need = self._need
+            if not need and exact and not self.datagram:
+                need = self.min_header
+            return p.buf[base + self._have : base + (need or self._room)]
         if self._fits and self._failed is None and not self._copies and self._stash is None:
             # Fast path: a new packet with the header room in front of its data.
             p = self._allocate(self.max_payload)
             self._pkt = p
             base = self._base = p.start - self.headroom
             self._room = p.end - base
-            return p.buf[base : p.end]
+            return p.buf[base : (base + self.min_header) if exact and not self.datagram else p.end]
         if self._failed is not None:
             raise self._failed
         if self._copies or self._stash is not None:
             self._drain()
         if self._pkt is None:
             self._start_packet()
-        p = self._pkt
-        base = self._base
-        return p.buf[base + self._have : base + (self._need or self._room)]  # type: ignore[union-attr]
+        return self.want(exact)
 
     def received(self, n: int) -> list[Event]:
         """``n`` bytes were written at the start of the last ``want()`` view."""

@@ -52,7 +52,8 @@ class Hdlc(Codec):
         self._txbuf = bytearray()
 
     # -- receiving ---------------------------------------------------------------
-    def want(self) -> memoryview:
+    def want(self, exact: bool = False) -> memoryview:
+        """The rest of the current packet (``exact`` has no meaning: frames end at flags)."""
         if self._pkt is None:
             if self._failed is not None:
                 raise self._failed
