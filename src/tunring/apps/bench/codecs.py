@@ -33,11 +33,11 @@ DRAIN_EVERY = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--packets", type=int, default=20000, help="packets per measurement (default 20000)")
+    parser.add_argument("--packets", type=int, default=10000, help="packets per measurement (default 10000)")
     parser.add_argument("--framing", action="append", choices=sorted(FRAMINGS),
                         help="only these framings (repeatable; default all)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per impl, interleaved; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per impl, interleaved; the best counts (default 5)")
 
 
 def mixed_packets(count: int, seed: int) -> list[bytes]:
