@@ -1,7 +1,8 @@
 """Micro-measurements of the sans-I/O primitives (HDLC, compression); not a test, nothing asserted.
 
-Run: .venv/bin/python scripts/measure_proto.py [--seconds 0.5]
-Prints MB/s of *unescaped* (PPP frame) bytes, so figures compare across ACCMs.
+Run: .venv/bin/python scripts/measure_proto.py [--seconds 0.2]
+HDLC figures are MB/s of *unescaped* (PPP frame) bytes, so they compare across ACCMs; all are per
+CPU second of this process (see timeit below).
 """
 
 from __future__ import annotations
@@ -26,17 +27,18 @@ def tcp_packet(rng: random.Random, size: int) -> bytes:
 
 
 def timeit(fn, seconds: float, rounds: int = 5) -> float:
-    """Calls per second of fn(): the best of ``rounds`` runs of about ``seconds`` each.
+    """Calls per CPU second of fn(): the best of ``rounds`` runs of about ``seconds`` each.
 
-    The best round, because the machine is shared: other work only ever slows a round down.
+    CPU time of this process (not wall-clock time) and the best round, because the machine is
+    shared: other work delays a wall-clock measurement however long it runs.
     """
     best = 0.0
     for _ in range(rounds):
-        n, t0 = 0, time.perf_counter()
+        n, t0 = 0, time.process_time()
         while True:
             fn()
             n += 1
-            el = time.perf_counter() - t0
+            el = time.process_time() - t0
             if el >= seconds:
                 break
         best = max(best, n / el)
