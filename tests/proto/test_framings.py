@@ -244,3 +244,31 @@ def test_fortinet_lengths_disagree():
     assert ring.drain() == [IP6]  # the good packet before it is kept
     with pytest.raises(FramingError):  # and the codec stays failed
         codec.want()
+
+
+@pytest.mark.parametrize("name,event", [
+    ("pulse", Control(0x96, b"config")),
+    ("oncp", Control(301, b"kmp 301 body")),
+    ("f5", Control(0xC021, b"\x09\x01\x00\x08abcd")),
+    ("fortinet", Control(0x8021, b"\x01\x01\x00\x04")),
+    ("ppp", Control(0x8057, b"\x01\x01\x00\x04")),
+    ("gpst", Keepalive(b"")),
+    ("cstp", Disconnect(b"\xb0bye")),
+    ("dtls", DpdResponse(b"\x00\x01")),
+])
+def test_control_records_round_trip(name, event):
+    cls = FRAMINGS[name]
+    record = cls(ref.Ring(cls).session).encode_control(event)
+    got, events, _ = decode(cls, [record, ref.REFERENCE[name](IP4)])
+    assert events == [event] and got == [IP4]
+    if name == "oncp":
+        assert record == ref.oncp_record(ref.kmp(b"kmp 301 body", kind=301))
+    if name == "pulse":
+        assert record == ref.pulse(b"config", kind=0x96)
+
+
+def test_controls_a_framing_does_not_have():
+    with pytest.raises(ValueError):
+        Gpst(ref.Ring(Gpst).session).encode_control(DpdRequest())
+    with pytest.raises(ValueError):
+        Pulse(ref.Ring(Pulse).session).encode_control(Keepalive())
