@@ -12,6 +12,8 @@ import sys
 COMMANDS = {
     "demo": "tunring.apps.demo",
     "bench": "tunring.apps.bench",
+    "decode": "tunring.apps.decode",
+    "encode": "tunring.apps.encode",
     "adapter": "tunring.linux.adapter",
 }
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 BENCHES: dict[str, str] = {
     "ring": "tunring.apps.bench.ring",
     "esp": "tunring.apps.bench.esp",
+    "codecs": "tunring.apps.bench.codecs",
     "tun": "tunring.apps.bench.tun",
 }
 
