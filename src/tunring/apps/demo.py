@@ -200,7 +200,7 @@ def forward(session: Session, sock: socket.socket, count: int) -> Cstp:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="stream verified packets both ways through a padded session (no root)")
+    p = sub.add_parser("demo", help="a CSTP server, a client and an adapter: verified traffic both ways, no copies (no root)")
     p.add_argument("--count", type=int, default=50_000, help="packets each way")
     p.set_defaults(func=main)
 
