@@ -6,9 +6,9 @@ def test_demo_runs_and_verifies_everything():
     out = subprocess.run([sys.executable, "-m", "tunring.cli", "demo", "--count", "5000"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "every byte verified" in out.stdout
-    assert "client -> adapter: 5000 packets" in out.stdout
-    assert "adapter -> client: 5000 packets" in out.stdout
+    assert "every byte verified end to end" in out.stdout
+    assert "server -> client -> ring -> adapter: 5000 packets" in out.stdout
+    assert "adapter -> ring -> client -> server: 5000 packets" in out.stdout
     assert "copies made by tunring: 0" in out.stdout
 
 

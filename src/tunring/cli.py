@@ -19,7 +19,8 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunring", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="tunring", description="Zero-copy IP packet rings (Wintun's protocol, with header room) for VPN clients.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():

@@ -85,7 +85,7 @@ def test_decompression_bomb_is_an_error_nothing_delivered(name):
     codec.feed(b"")
     codec.close()
     assert ring.drain() == [IPS[0], IPS[2]]
-    assert not ring.session._writer.pending
+    assert not ring.session._writer.slots
 
 
 def test_deflate_bad_checksum():
