@@ -110,10 +110,10 @@ class Adapter:
             self.stats.errors += 1
             raise
         finally:
-            self.stats.discards = reader.discards
-        if got:
-            self.stats.rx_packets += len(got)
-            self.stats.rx_bytes += sum([p.end - p.start for p in got])
+            stats = self.stats
+            stats.discards = reader.discards
+            stats.rx_packets = reader.taken_packets
+            stats.rx_bytes = reader.taken_bytes
         return got
 
     def release(self, packet: Packet) -> None:
