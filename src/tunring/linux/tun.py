@@ -15,9 +15,12 @@ virtio-net header lives in the packet headroom; large GSO reads are split into
 MTU-sized packets and ``send_many`` coalesces consecutive TCP segments of one
 flow into one write (see :mod:`tunring.linux.offload`).  ``tso=False`` keeps
 the write side (GRO) but leaves segmentation and checksums of what the kernel
-sends to the kernel: in Python, computing checksums costs more than the read
-system calls TSO saves, so this is often the faster setting (see
-``tunring bench tun``).
+sends to the kernel.  Measure before choosing (``tunring bench tun``): in
+Python the per-segment work of splitting (above all the checksums) costs more
+than the read system calls TSO saves, and coalescing about what the writes
+save, so on the machine this was written on neither setting beat a plain
+device for TCP throughput; what offloads do buy is fewer, larger system calls
+and kernel packets.
 """
 
 from __future__ import annotations
