@@ -17,7 +17,6 @@ import struct
 import time
 
 from tunring import Adapter, RingClosed, Session
-from tunring import layout as L
 
 WAKEUPS = 100_000
 STALL_NS = 50_000_000

@@ -130,20 +130,17 @@ class Adapter:
         """The Receive ring's TailMoved eventfd (readable while armed, see Session.fileno)."""
         return self._fds[2]
 
-    # The arming protocol of Device._arm/_disarm/_async_fds, for callers that poll
+    # The arming protocol of Device.arm/disarm/wait_fds, for callers that poll
     # fileno() together with other descriptors (the TUN bridge does).
-    def _arm(self) -> bool:
-        store(self._reader.mem, self._reader.base + L.ALERTABLE, 1)
-        return self._reader.ready()
+    def arm(self) -> bool:
+        return self._reader.arm()
 
-    def _disarm(self) -> None:
-        store(self._reader.mem, self._reader.base + L.ALERTABLE, 0)
-        self._reader.tail_waker.drain()
+    def disarm(self) -> None:
+        self._reader.disarm()
 
-    def _async_fds(self) -> list[int]:
+    def wait_fds(self) -> list[int]:
         """fileno() and, if the client is another process, a pidfd readable when it exits."""
-        peer = self._reader.tail_waker.peer_fd if self._reader.tail_waker is not None else None
-        return [self.fileno()] + ([peer] if peer is not None else [])
+        return self._reader.wait_fds()
 
     # -- to the client (Send ring) ---------------------------------------------
     def reserve(self, max_size: int) -> Packet:

@@ -83,20 +83,25 @@ class Device(abc.ABC):
 
     @abc.abstractmethod
     def fileno(self) -> int:
-        """A descriptor that becomes readable when packets arrive (see ``_arm``)."""
+        """A descriptor that becomes readable when packets arrive (see ``arm``)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    # -- asyncio ---------------------------------------------------------------
-    def _arm(self) -> bool:
-        """Prepare fileno() to signal the next arrival; True if something is ready already."""
+    # -- waiting beside other descriptors (selectors, poll, asyncio) -----------
+    def arm(self) -> bool:
+        """Make fileno() signal the next arrival; True if receive() has something already.
+
+        Poll ``wait_fds()`` only when this returns False, and call ``disarm()``
+        after waking (a ring only signals while armed: Wintun's Alertable flag).
+        """
         return False
 
-    def _disarm(self) -> None:
-        """Undo _arm() after waking."""
+    def disarm(self) -> None:
+        """Undo arm() after waking."""
 
-    def _async_fds(self) -> list[int]:
+    def wait_fds(self) -> list[int]:
+        """Descriptors to poll for readability while armed (fileno(), perhaps a peer's pidfd)."""
         return [self.fileno()]
 
     async def areceive(self) -> Packet:
@@ -112,16 +117,16 @@ class Device(abc.ABC):
                 if not woken.done():
                     woken.set_result(None)
 
-            fds = self._async_fds()
+            fds = self.wait_fds()
             for fd in fds:
                 loop.add_reader(fd, wake)
             try:
-                if not self._arm():
+                if not self.arm():
                     await woken
             finally:
                 for fd in fds:
                     loop.remove_reader(fd)
-                self._disarm()
+                self.disarm()
 
     def __aiter__(self) -> AsyncIterator[Packet]:
         return self._aiter()

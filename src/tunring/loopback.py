@@ -127,7 +127,7 @@ class LoopbackDevice(Device):
         except BlockingIOError:
             pass
 
-    def _arm(self) -> bool:
+    def arm(self) -> bool:
         return bool(self._queue)
 
     def fileno(self) -> int:

@@ -52,6 +52,19 @@ class Waker:
         self.spin_s = SPIN_S
         self.sleeps = 0  # times the sleeper really slept (for tests and stats)
 
+    def arm(self) -> None:
+        """Ask the waker to signal the eventfd (no-op for a polling waker)."""
+        if self.efd is not None:
+            store(self.mem, self.flag, 1)
+
+    def disarm(self) -> None:
+        if self.efd is not None:
+            store(self.mem, self.flag, 0)
+            self.drain()
+
+    def peer_exited(self) -> bool:
+        return self.peer_fd is not None and bool(select.select([self.peer_fd], [], [], 0)[0])
+
     def notify(self) -> None:
         if self.efd is not None and load(self.mem, self.flag):
             os.eventfd_write(self.efd, 1)
@@ -77,7 +90,7 @@ class Waker:
         if self.peer_fd is not None:
             poller.register(self.peer_fd, select.POLLIN)
         while True:
-            store(self.mem, self.flag, 1)
+            self.arm()
             try:
                 if ready():
                     return True
@@ -92,7 +105,7 @@ class Waker:
                             return True
                         raise RingClosed("the peer process has exited")
             finally:
-                store(self.mem, self.flag, 0)
+                self.disarm()
             if ready():
                 return True
             if deadline is not None and time.monotonic() >= deadline:
@@ -556,6 +569,23 @@ class RingReader(_End):
             self.released = head
             store(self.mem, self.base + L.HEAD, head)
             self.space_waker.notify()
+
+    def arm(self) -> bool:
+        """Have the writer signal the eventfd when Tail moves; True if something is ready already."""
+        self.tail_waker.arm()
+        return self.ready()
+
+    def disarm(self) -> None:
+        """Undo arm() after waking; notices a peer process that exited meanwhile."""
+        waker = self.tail_waker
+        waker.disarm()
+        if self.closed is None and not self.ready() and waker.peer_exited():
+            self.closed = "the peer process has exited"
+
+    def wait_fds(self) -> list[int]:
+        """The eventfd, and the peer's pidfd if it is known."""
+        waker = self.tail_waker
+        return [fd for fd in (waker.efd, waker.peer_fd) if fd is not None]
 
     def wait(self, timeout_s: float | None) -> bool:
         """Wait until receive() has something; False on timeout."""

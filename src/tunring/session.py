@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import select
 
 from . import layout as L
 from . import shm
-from ._atomic import load, store
+from ._atomic import load
 from .device import Device
 from .errors import PacketError, RingClosed
 from .packet import Packet
@@ -193,23 +192,17 @@ class Session(Device):
             raise PacketError("a session made with Session.over() has no event to wait on")
         return self._fds[1]
 
-    def _arm(self) -> bool:
-        store(self._reader.mem, self._reader.base + L.ALERTABLE, 1)
-        return self._reader.ready()
-
-    def _disarm(self) -> None:
-        store(self._reader.mem, self._reader.base + L.ALERTABLE, 0)
-        waker = self._reader.tail_waker
-        waker.drain()
-        if waker.peer_fd is not None and not self._reader.ready() and select.select([waker.peer_fd], [], [], 0)[0]:
-            self._reader.closed = "the adapter process has exited"
-
-    def _async_fds(self) -> list[int]:
+    def arm(self) -> bool:
         self._watch_peer()
-        fds = [self.fileno()]
-        if self._reader.tail_waker.peer_fd is not None:
-            fds.append(self._reader.tail_waker.peer_fd)
-        return fds
+        return self._reader.arm()
+
+    def disarm(self) -> None:
+        self._reader.disarm()
+
+    def wait_fds(self) -> list[int]:
+        """The Send ring's TailMoved eventfd and, once an adapter process attached, its pidfd."""
+        self._watch_peer()
+        return self._reader.wait_fds()
 
     def _watch_peer(self) -> None:
         """Once an adapter process has attached, wake waiters if it exits."""

@@ -190,10 +190,10 @@ def forward(session: Session, sock: socket.socket, count: int) -> Cstp:
             selector.register(sock, events)
             selector.register(session.fileno(), selectors.EVENT_READ)
             try:
-                if not session._arm():
+                if not session.arm():
                     selector.select(0.01)
             finally:
-                session._disarm()
+                session.disarm()
                 selector.unregister(sock)
                 selector.unregister(session.fileno())
     return codec

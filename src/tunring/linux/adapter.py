@@ -59,7 +59,7 @@ class Bridge:
         self.tun = tun
         self.dropped = 0
         self._scratch = bytearray(0xFFFF)  # where a packet with no room in the Send ring is read and dropped
-        fds = adapter._async_fds()
+        fds = adapter.wait_fds()
         self._ring_fd = fds[0]
         self._pidfd = fds[1] if len(fds) > 1 else None
         self._own_pidfd = self._pidfd is None and bool(client_pid)
@@ -116,13 +116,13 @@ class Bridge:
                         if self._client_exited(0):
                             return self._drain()
                     continue
-                if adapter._arm():
-                    adapter._disarm()
+                if adapter.arm():
+                    adapter.disarm()
                     continue
                 try:
                     events = poller.poll(POLL_MS)
                 finally:
-                    adapter._disarm()
+                    adapter.disarm()
                 if self._pidfd is not None and any(fd == self._pidfd for fd, _ in events):
                     return self._drain()
         except RingClosed as e:

@@ -578,7 +578,7 @@ class TunDevice(Device):
             raise RingClosed(f"TUN device {self.name} is closed")
         return bool(select.select([self._fd], [], [], timeout_s)[0])
 
-    def _arm(self) -> bool:
+    def arm(self) -> bool:
         return bool(self._ready)
 
     def fileno(self) -> int:
