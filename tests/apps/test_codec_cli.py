@@ -6,12 +6,10 @@ scapy is the independent reference here: it builds the IP packets and reads our 
 from __future__ import annotations
 
 import pytest
+from scapy.all import IP, IPv6, UDP, TCP, Raw, rdpcap, wrpcap  # a test dependency: never skipped
 
-scapy_all = pytest.importorskip("scapy.all")
-from scapy.all import IP, IPv6, UDP, TCP, Raw, rdpcap, wrpcap  # noqa: E402
-
-from tunring.cli import main  # noqa: E402
-from tunring.proto import FRAMINGS  # noqa: E402
+from tunring.cli import main
+from tunring.proto import FRAMINGS
 
 STREAM = sorted(n for n, c in FRAMINGS.items() if c.stream_ok)
 
