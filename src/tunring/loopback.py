@@ -12,15 +12,14 @@ import select
 import time
 from collections import deque
 
-from .device import Device
 from .errors import PacketError, RingClosed
 from .packet import ALLOCATED, DONE, RECEIVED, Packet
-from .pool import PacketPool
+from .pool import PacketPool, PoolDevice
 
 DEFAULT_PACKETS = 256
 
 
-class LoopbackDevice(Device):
+class LoopbackDevice(PoolDevice):
     """A Device over a :class:`~tunring.pool.PacketPool` that receives what it sends.
 
     The rules are the ring Session's: ``send`` requires the data to start where
@@ -35,32 +34,14 @@ class LoopbackDevice(Device):
         self.headroom = headroom
         self.tailroom = tailroom
         self._pool = PacketPool(packets, mtu, headroom, tailroom, self)
+        self.max_packet = mtu
         self._queue: deque[Packet] = deque()
         self._last: Packet | None = None
         self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._closed = False
 
-    def _check(self, packet: Packet, state: int, verb: str) -> None:
-        if self._closed:
-            raise RingClosed("the loopback device is closed")
-        if packet.owner is not self:
-            raise PacketError(f"{verb}: this packet belongs to another ring or device")
-        if packet.state != state:
-            raise PacketError(f"{verb}: the packet was already sent, released or cancelled")
-
-    def allocate(self, size: int) -> Packet:
-        if self._closed:
-            raise RingClosed("the loopback device is closed")
-        packet = self._pool.take(size, ALLOCATED)
-        self._last = packet
-        return packet
-
-    def allocate_many(self, size: int, count: int) -> list[Packet]:
-        """Up to ``count`` packets of ``size`` bytes (as many as the pool has; RingFull if none)."""
-        out = [self.allocate(size)]
-        while len(out) < count and self._pool.free:
-            out.append(self.allocate(size))
-        return out
+    def _closed_error(self) -> RingClosed:
+        return RingClosed("the loopback device is closed")
 
     def send(self, packet: Packet) -> None:
         self._check(packet, ALLOCATED, "send")
@@ -73,22 +54,6 @@ class LoopbackDevice(Device):
         if not self._queue:
             os.eventfd_write(self._efd, 1)
         self._queue.append(packet)
-
-    def shrink_and_send(self, packet: Packet, size: int | None = None) -> None:
-        self._check(packet, ALLOCATED, "shrink_and_send")
-        if packet is not self._last:
-            raise PacketError("shrink_and_send: only the last allocated, unsent packet can be shrunk")
-        if size is not None:
-            if not 0 <= size <= len(packet):
-                raise PacketError(f"shrink_and_send({size}): can only shrink a {len(packet)}-byte packet")
-            packet.end = packet.start + size
-        self.send(packet)
-
-    def cancel(self, packet: Packet) -> None:
-        self._check(packet, ALLOCATED, "cancel")
-        if self._last is packet:
-            self._last = None
-        self._pool.give(packet)
 
     def receive(self) -> Packet | None:
         if self._closed:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import mmap
 
-from .errors import PacketError, RingFull
-from .packet import DONE, Packet
+from .device import Device
+from .errors import PacketError, RingClosed, RingFull
+from .packet import ALLOCATED, DONE, Packet
 
 SLOT_ALIGN = 64  # cache line: packets never share one
 
@@ -59,3 +60,84 @@ class PacketPool:
     @property
     def in_use(self) -> int:
         return self.count - len(self.free)
+
+
+new = object.__new__
+
+
+class PoolDevice(Device):
+    """The allocation side of a Device whose packets live in a PacketPool (TUN, loopback).
+
+    The rules are the ring Session's: ``shrink_and_send`` only takes the last
+    allocated, unsent packet; packets are checked to be this device's and in
+    the right state.  Subclasses set ``_pool``, ``_closed``, ``_last = None``
+    and ``max_packet`` (the largest allocation), and say how they are named in
+    errors with ``_closed_error``.
+    """
+
+    _pool: PacketPool
+    _closed: bool = False
+    _last: Packet | None = None
+    max_packet: int = 1500
+
+    def _closed_error(self) -> RingClosed:
+        return RingClosed(f"{type(self).__name__} is closed")
+
+    def _check(self, packet: Packet, state: int, verb: str) -> None:
+        if self._closed:
+            raise self._closed_error()
+        if packet.owner is not self:
+            raise PacketError(f"{verb}: this packet belongs to another ring or device")
+        if packet.state != state:
+            raise PacketError(f"{verb}: the packet was already sent, released or cancelled")
+
+    def _refuse(self, size: int) -> None:
+        """Raise why a packet of ``size`` bytes cannot be allocated."""
+        if self._closed:
+            raise self._closed_error()
+        if not 0 <= size <= self.max_packet:
+            raise PacketError(f"allocate({size}): this device's packets hold 0 to {self.max_packet} bytes")
+        raise RingFull(f"packet pool exhausted: all {self._pool.count} packets are out; "
+                       "send, cancel or release some first")
+
+    def allocate(self, size: int) -> Packet:
+        return self.allocate_many(size, 1)[0]
+
+    def allocate_many(self, size: int, count: int) -> list[Packet]:
+        """Up to ``count`` packets of ``size`` bytes: as many as the pool has, at least one (else RingFull)."""
+        pool = self._pool
+        if self._closed or not 0 <= size <= self.max_packet or not pool.free:
+            self._refuse(size)
+        free, buf, headroom, slot = pool.free, pool.buf, pool.headroom, pool.slot_bytes
+        out: list[Packet] = []
+        append = out.append
+        for _ in range(min(count, len(free))):
+            lo = free.pop()
+            start = lo + headroom
+            packet = new(Packet)  # Packet(...) spelled out, as the ring does: cheaper per packet
+            packet.buf = buf
+            packet.start = start
+            packet.end = start + size
+            packet.lo = lo
+            packet.hi = lo + slot
+            packet.owner = self
+            packet.state = ALLOCATED
+            append(packet)
+        self._last = out[-1]
+        return out
+
+    def shrink_and_send(self, packet: Packet, size: int | None = None) -> None:
+        self._check(packet, ALLOCATED, "shrink_and_send")
+        if packet is not self._last:
+            raise PacketError("shrink_and_send: only the last allocated, unsent packet can be shrunk")
+        if size is not None:
+            if not 0 <= size <= len(packet):
+                raise PacketError(f"shrink_and_send({size}): can only shrink a {len(packet)}-byte packet")
+            packet.end = packet.start + size
+        self.send(packet)
+
+    def cancel(self, packet: Packet) -> None:
+        self._check(packet, ALLOCATED, "cancel")
+        if self._last is packet:
+            self._last = None
+        self._pool.give(packet)

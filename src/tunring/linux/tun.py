@@ -35,10 +35,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..device import Device
 from ..errors import DeviceError, PacketError, RingClosed, RingFull
 from ..packet import ALLOCATED, DONE, RECEIVED, Packet
-from ..pool import PacketPool
+from ..pool import PacketPool, PoolDevice
 from . import netlink, offload
 from .offload import NEEDS_CSUM, VNET_HDR, VNET_HDR_LEN, ZERO_HDR
 
@@ -110,7 +109,7 @@ def _open_tun(name: str, flags: int) -> tuple[int, str]:
     return fd, _IFREQ.unpack(ifr)[0].rstrip(b"\0").decode()
 
 
-class TunDevice(Device):
+class TunDevice(PoolDevice):
     """A TUN interface as a Device: packets are windows into a preallocated pool.
 
     ``TunDevice("tun0", addresses=["10.0.0.1/24"], mtu=1400)`` creates and
@@ -183,6 +182,7 @@ class TunDevice(Device):
         # memory where packets were written.  Allocations stay limited to the MTU.
         read_room = (MAX_GSO_PACKET if self._gso else mtu) + 1
         self._pool = PacketPool(packets, read_room, headroom, tailroom, self)
+        self.max_packet = mtu
         self._ready: deque[Packet] = deque()  # segments of a split GSO read not yet handed out
         self._last: Packet | None = None
         pool, vlen = self._pool, VNET_HDR_LEN if self.offload else 0
@@ -212,55 +212,9 @@ class TunDevice(Device):
                     raise DeviceError(e.errno, f"TUNSETOFFLOAD on {self.name}: {e.strerror}") from None
         raise DeviceError(errno.EINVAL, f"the kernel refuses checksum/TSO offloads on {self.name}")
 
-    # -- sending -----------------------------------------------------------------
-    def _check(self, packet: Packet, state: int, verb: str) -> None:
-        if self._closed:
-            raise RingClosed(f"TUN device {self.name} is closed")
-        if packet.owner is not self:
-            raise PacketError(f"{verb}: this packet belongs to another ring or device")
-        if packet.state != state:
-            raise PacketError(f"{verb}: the packet was already sent, released or cancelled")
-
-    def allocate(self, size: int) -> Packet:
-        pool = self._pool
-        if self._closed or not 0 <= size <= self.mtu or not pool.free:
-            self._refuse(size)
-        lo = pool.free.pop()
-        start = lo + self.headroom
-        packet = self._last = Packet(pool.buf, start, start + size, lo, lo + pool.slot_bytes, self, ALLOCATED)
-        return packet
-
-    def allocate_many(self, size: int, count: int) -> list[Packet]:
-        """Up to ``count`` packets of ``size`` bytes: as many as the pool has, at least one (else RingFull)."""
-        pool = self._pool
-        if self._closed or not 0 <= size <= self.mtu or not pool.free:
-            self._refuse(size)
-        free, buf, headroom, slot = pool.free, pool.buf, self.headroom, pool.slot_bytes
-        out: list[Packet] = []
-        append = out.append
-        for _ in range(min(count, len(free))):
-            lo = free.pop()
-            start = lo + headroom
-            packet = new(Packet)  # Packet(...) spelled out, as the ring does: cheaper per packet
-            packet.buf = buf
-            packet.start = start
-            packet.end = start + size
-            packet.lo = lo
-            packet.hi = lo + slot
-            packet.owner = self
-            packet.state = ALLOCATED
-            append(packet)
-        self._last = out[-1]
-        return out
-
-    def _refuse(self, size: int) -> None:
-        """Raise why a packet of ``size`` bytes cannot be allocated."""
-        if self._closed:
-            raise RingClosed(f"TUN device {self.name} is closed")
-        if not 0 <= size <= self.mtu:
-            raise PacketError(f"allocate({size}): this device's packets hold 0 to {self.mtu} bytes")
-        raise RingFull(f"packet pool exhausted: all {self._pool.count} packets are out; "
-                       "send, cancel or release some first")
+    # -- sending (allocate, shrink_and_send, cancel: PoolDevice) -----------------
+    def _closed_error(self) -> RingClosed:
+        return RingClosed(f"TUN device {self.name} is closed")
 
     def _write(self, packet: Packet, iov: list | None = None) -> bool:
         """One write; False if the kernel queue is full (the packet stays the caller's)."""
@@ -360,22 +314,6 @@ class TunDevice(Device):
             stats.tx_dropped += dropped
             if self._last is not None and self._last.state == DONE:
                 self._last = None
-
-    def shrink_and_send(self, packet: Packet, size: int | None = None) -> None:
-        self._check(packet, ALLOCATED, "shrink_and_send")
-        if packet is not self._last:
-            raise PacketError("shrink_and_send: only the last allocated, unsent packet can be shrunk")
-        if size is not None:
-            if not 0 <= size <= len(packet):
-                raise PacketError(f"shrink_and_send({size}): can only shrink a {len(packet)}-byte packet")
-            packet.end = packet.start + size
-        self.send(packet)
-
-    def cancel(self, packet: Packet) -> None:
-        self._check(packet, ALLOCATED, "cancel")
-        if self._last is packet:
-            self._last = None
-        self._pool.give(packet)
 
     def wait_writable(self, size: int = 0, timeout_s: float | None = None) -> bool:
         """Wait until the kernel takes writes again; False on timeout (``size`` as in Session's, unused)."""
