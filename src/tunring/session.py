@@ -9,7 +9,6 @@ bytes of headroom (the slot's own Size field counts: it is written only at
 
 from __future__ import annotations
 
-import logging
 import mmap
 import os
 
@@ -20,8 +19,6 @@ from .device import Device
 from .errors import PacketError, RingClosed
 from .packet import Packet
 from .ring import RingReader, RingWriter, Waker
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 0x400000  # 4 MiB, as in Wintun's example client
 
