@@ -274,3 +274,15 @@ def test_async_iteration():
             return got
 
     assert asyncio.run(asyncio.wait_for(main(), 5)) == [ipv4(40, i) for i in range(3)]
+
+
+def test_close_in_either_order_and_use_after_close_is_an_error():
+    for session_first in (True, False):
+        s = Session.create(0x20000)
+        a = Adapter.attach(s.handle())  # works on its own duplicates of the descriptors
+        p = s.allocate(40)
+        ends = (s, a) if session_first else (a, s)
+        for end in ends:
+            end.close()
+        with pytest.raises(ValueError, match="released"):
+            p.data  # the packet's memory is gone with the session, not silently reused
