@@ -154,13 +154,12 @@ class Adapter:
         committed at its reserved length.
         """
         writer = self._writer
-        if length is None or length == packet.end - packet.start:
-            if writer.slots and writer.slots[-1] is packet:
-                writer.shrink_and_send(packet, length)
-            else:
-                writer.send(packet)
-        else:
+        if writer.slots and writer.slots[-1] is packet:
             writer.shrink_and_send(packet, length)
+        elif length is None or length == packet.end - packet.start:
+            writer.send(packet)
+        else:
+            writer.shrink_and_send(packet, length)  # raises: only the last reserved packet shrinks
         self.stats.tx_packets += 1
         self.stats.tx_bytes += packet.end - packet.start
 
