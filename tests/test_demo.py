@@ -16,7 +16,7 @@ def test_bench_ring_json_shape():
     import json
 
     out = subprocess.run([sys.executable, "-m", "tunring.cli", "bench", "ring", "--json", "--seconds", "0.02",
-                          "--sizes", "64", "--procs", "1"], capture_output=True, text=True, timeout=120)
+                          "--sizes", "64", "--procs", "1", "--rounds", "1"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["bench"] == "ring"
