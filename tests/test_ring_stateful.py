@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -21,6 +21,9 @@ from tunring import Adapter, PacketError, RingFull, Session
 from tunring import layout as L
 
 CAPACITY = 0x20000
+# Where a ring starts: the beginning, anywhere, or within a few slots of the wrap point.
+START = st.one_of(st.just(0), st.integers(0, CAPACITY // 4 - 1).map(lambda x: x * 4),
+                  st.integers(1, 8000).map(lambda x: CAPACITY - 4 * x))
 
 
 def slot_bytes(size: int, lead: int, trail: int) -> int:
@@ -77,6 +80,7 @@ class Direction:
             self.consumed += self.slots.pop(0).slot
 
 
+
 def ip_or_garbage(size: int, seq: int, valid: bool) -> bytes:
     body = (struct.pack("!I", seq) * (size // 4 + 1))[:size]
     if valid and size >= 20:
@@ -85,19 +89,41 @@ def ip_or_garbage(size: int, seq: int, valid: bool) -> bytes:
 
 
 class RingMachine(RuleBasedStateMachine):
-    @initialize(lead=st.integers(0, 40), trail=st.integers(0, 40))
-    def start(self, lead: int, trail: int) -> None:
-        self.session = Session.create(CAPACITY, lead, trail)
-        self.adapter = Adapter.attach(self.session.handle())
+    @initialize(lead=st.integers(0, 40), trail=st.integers(0, 40),
+                up_at=START, down_at=START, shared=st.booleans())
+    def start(self, lead: int, trail: int, up_at: int, down_at: int, shared: bool) -> None:
+        """Both rings start at chosen offsets, often just before the wrap point.
+
+        ``shared``: the ends live in shared memory with events (Session.create);
+        otherwise they run over two plain buffers (Session.over/Adapter.over),
+        which lets the rings start anywhere.
+        """
+        if shared:
+            up_at = down_at = 0
+            self.session = Session.create(CAPACITY, lead, trail)
+            self.adapter = Adapter.attach(self.session.handle())
+        else:
+            send_ring = bytearray(L.ring_size(CAPACITY, lead, trail))
+            receive_ring = bytearray(L.ring_size(CAPACITY, lead, trail))
+            struct.pack_into("<II", receive_ring, 0, up_at, up_at)
+            struct.pack_into("<II", send_ring, 0, down_at, down_at)
+            self.session = Session.over(send_ring, receive_ring, lead, trail)
+            self.adapter = Adapter.over(send_ring, receive_ring, lead, trail)
         s, a = self.session, self.adapter
         self.up = Direction("up", s.allocate, s.send, s.shrink_and_send, a.receive, a.release,
-                            lambda: s.receive_ring, True, lead, trail)
+                            lambda: s.receive_ring, True, lead, trail, allocated=up_at, published=up_at,
+                            consumed=up_at)
         self.down = Direction("down", a.reserve, a.commit, a.commit, s.receive, s.release,
-                              lambda: s.send_ring, False, lead, trail)
+                              lambda: s.send_ring, False, lead, trail, allocated=down_at, published=down_at,
+                              consumed=down_at)
+        self.starts = (up_at, down_at)
         self.seq = 0
 
     def teardown(self) -> None:
         if hasattr(self, "session"):
+            for d, at in zip((self.up, self.down), self.starts):
+                if d.consumed // CAPACITY > at // CAPACITY:
+                    event(f"{d.name} ring wrapped")
             self.adapter.close()
             self.session.close()
 
@@ -208,6 +234,6 @@ class RingMachine(RuleBasedStateMachine):
 
 
 RingMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=200, stateful_step_count=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestRing = RingMachine.TestCase
