@@ -286,3 +286,16 @@ def test_close_in_either_order_and_use_after_close_is_an_error():
             end.close()
         with pytest.raises(ValueError, match="released"):
             p.data  # the packet's memory is gone with the session, not silently reused
+
+
+def test_ends_attach_to_rings_that_already_hold_packets():
+    """A new writer and reader start where the ring stands, published packets included."""
+    send_ring = bytearray(L.ring_size(0x20000))
+    receive_ring = bytearray(L.ring_size(0x20000))
+    first = Session.over(send_ring, receive_ring)
+    for i in range(3):
+        send(first, ipv4(100, i))
+    second = Session.over(send_ring, receive_ring)  # e.g. the client restarted
+    send(second, ipv4(100, 3))
+    adapter = Adapter.over(send_ring, receive_ring)
+    assert [bytes(p.data) for p in adapter.receive_many(10)] == [ipv4(100, i) for i in range(4)]

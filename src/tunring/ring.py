@@ -188,16 +188,16 @@ class RingWriter(_End):
         self.tail_waker = tail_waker or Waker(mem, 0, None)  # wakes the reader when Tail moves
         self.space_waker = space_waker or Waker(mem, 0, None)  # the reader wakes us when Head moves
         self.overallocate = overallocate
-        self.published = self._load_tail_at_start()
-        self.tail = self.published  # private: end of the last allocated slot
-        self.head = self.published  # last Head seen
-        self.head = self.refresh_head()
-
-    def _load_tail_at_start(self) -> int:
+        # Start where the ring stands: [Head, Tail) may still hold packets an earlier
+        # writer published; later Heads are checked against what was seen here.
         tail = load(self.mem, self.base + L.TAIL)
-        if tail >= self.capacity or tail % L.ALIGNMENT:
-            raise RingCorrupt(f"ring Tail {tail:#x} is not a valid position in a {self.capacity:#x}-byte ring")
-        return tail
+        head = load(self.mem, self.base + L.HEAD)
+        for name, value in (("Tail", tail), ("Head", head)):
+            if value >= capacity or value % L.ALIGNMENT:
+                raise RingCorrupt(f"ring {name} {value:#x} is not a valid position in a {capacity:#x}-byte ring")
+        self.published = tail
+        self.tail = tail  # private: end of the last allocated slot
+        self.head = head  # last Head seen
 
     def refresh_head(self) -> int:
         """Read and check the reader's Head: it may only move over published bytes."""
