@@ -36,7 +36,7 @@ ESCAPE_XOR = 0x20
 FCS_INIT = 0xFFFF  # the FCS register before the first byte
 FCS_GOOD = 0xF0B8  # the register after a whole frame including its (complemented) FCS
 FCS_BYTES = 2
-MIN_FRAME_BYTES = 4  # RFC 1662 section 3: shorter frames (FCS included) are discarded
+MIN_FRAME_BYTES = 4  # RFC 1662 section 4.3: shorter frames (FCS included) are invalid
 ACCM_ALL = 0xFFFFFFFF  # the default ACCM before LCP negotiates one: escape every control char
 MAX_FRAME_BYTES = 2 * (0xFFFF + 8) + 2  # largest escaped frame HdlcSplitter accepts by default
 
