@@ -32,6 +32,13 @@ READ_BYTES = 16384
 DRAIN_EVERY = 32
 
 
+def _drain(receive_many, release_many, max_count: int) -> int:
+    """Take and release what the codec sent to the ring (the adapter's side); the count."""
+    packets = receive_many(max_count)
+    release_many(packets)
+    return len(packets)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--packets", type=int, default=10000, help="packets per measurement (default 10000)")
     parser.add_argument("--framing", action="append", choices=sorted(FRAMINGS),
@@ -96,14 +103,10 @@ def run_tunring(name: str, reads: list[bytes], warmup: bool = False) -> tuple[fl
                 pos += k
                 received(k)
         if i % DRAIN_EVERY == 0:
-            ps = receive_many(1024)
-            got += len(ps)
-            release_many(ps)
+            got += _drain(receive_many, release_many, 1024)
     if not codec.datagram and not warmup:
         codec.close()
-    ps = receive_many(1 << 20)
-    got += len(ps)
-    release_many(ps)
+    got += _drain(receive_many, release_many, 1 << 20)
     return time.perf_counter() - t0, got
 
 
@@ -143,12 +146,8 @@ def run_copy(name: str, reads: list[bytes], warmup: bool = False) -> tuple[float
             mv[: have - pos] = mv[pos:have]
             have -= pos
         if i % DRAIN_EVERY == 0:
-            ps = receive_many(1024)
-            got += len(ps)
-            release_many(ps)
-    ps = receive_many(1 << 20)
-    got += len(ps)
-    release_many(ps)
+            got += _drain(receive_many, release_many, 1024)
+    got += _drain(receive_many, release_many, 1 << 20)
     return time.perf_counter() - t0, got
 
 
@@ -174,12 +173,8 @@ def _run_copy_hdlc(cls, reads: list[bytes]) -> tuple[float, int]:
             if type(r) is tuple:
                 write(bytes(frame[r[0] : r[1]]))
         if i % DRAIN_EVERY == 0:
-            ps = receive_many(1024)
-            got += len(ps)
-            release_many(ps)
-    ps = receive_many(1 << 20)
-    got += len(ps)
-    release_many(ps)
+            got += _drain(receive_many, release_many, 1024)
+    got += _drain(receive_many, release_many, 1 << 20)
     return time.perf_counter() - t0, got
 
 
