@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-long bench setup clean
+.PHONY: demo test lint test-long bench setup clean
 
 demo: $(STAMP)
 	$(BIN)/tunring demo
@@ -12,6 +12,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	sh scripts/bootstrap test
 	$(BIN)/python -m pytest
+
+# Static checks on src/ (configured in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check src
+	$(BIN)/mypy
 
 # Opt-in long runs (100k-input fuzzing and friends).
 test-long: $(STAMP)

@@ -12,7 +12,8 @@ import random
 import struct
 import time
 
-from tunring.proto import compress, hdlc
+from tunring.proto import compress
+from tunring.proto import rfc1662 as hdlc
 
 PPP_IPV4 = b"\xff\x03\x00\x21"
 READ_BYTES = 16384

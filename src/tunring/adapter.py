@@ -56,7 +56,7 @@ class Adapter:
         self._closed = False
 
     @classmethod
-    def attach(cls, handle: shm.SessionHandle) -> "Adapter":
+    def attach(cls, handle: shm.SessionHandle) -> Adapter:
         """Attach to a session.  The adapter works on duplicates of the handle's
         descriptors: the handle stays the caller's to close."""
         fds = [os.dup(fd) for fd in handle.fds()]
@@ -87,7 +87,7 @@ class Adapter:
 
     @classmethod
     def over(cls, send_ring: memoryview | bytearray, receive_ring: memoryview | bytearray, lead: int = 0,
-             trail: int = 0, *, overallocate: bool = False) -> "Adapter":
+             trail: int = 0, *, overallocate: bool = False) -> Adapter:
         """An adapter over two raw Wintun ring buffers (no events: waits poll)."""
         send = memoryview(send_ring).cast("B")
         receive = memoryview(receive_ring).cast("B")
@@ -205,7 +205,7 @@ class Adapter:
         shm.unmap(self._mapping, self._writer.mem if self._mapping is not None else None)
         self._mapping = None
 
-    def __enter__(self) -> "Adapter":
+    def __enter__(self) -> Adapter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,7 +14,7 @@ COMMANDS = {
     "bench": "tunring.apps.bench",
     "decode": "tunring.apps.decode",
     "encode": "tunring.apps.encode",
-    "adapter": "tunring.linux.adapter",
+    "adapter": "tunring.linux.bridge",
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from .packet import Packet
 

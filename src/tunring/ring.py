@@ -16,7 +16,7 @@ import os
 import select
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from . import layout as L
 from ._atomic import load, store

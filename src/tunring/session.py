@@ -74,7 +74,7 @@ class Session(Device):
         *,
         overallocate: bool = False,
         mtu: int = 1500,
-    ) -> "Session":
+    ) -> Session:
         """Both rings in one new shared mapping (memfd, 0600) with four eventfds."""
         geometry = shm.Geometry(capacity, lead, trail, overallocate)
         memfd, mapping = shm.create_mapping(geometry)
@@ -103,7 +103,7 @@ class Session(Device):
         *,
         overallocate: bool = False,
         mtu: int = 1500,
-    ) -> "Session":
+    ) -> Session:
         """A session over two caller-supplied Wintun ring buffers (no events: waits poll).
 
         The capacity follows from the buffers' length (``layout.capacity_for``).

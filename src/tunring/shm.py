@@ -169,7 +169,7 @@ class SessionHandle:
         socket.send_fds(sock, [b"TUNRING-SESSION"], self.fds())
 
     @classmethod
-    def recv(cls, sock: socket.socket) -> "SessionHandle":
+    def recv(cls, sock: socket.socket) -> SessionHandle:
         msg, fds, _flags, _addr = socket.recv_fds(sock, 64, 5)
         if msg != b"TUNRING-SESSION" or len(fds) != 5:
             for fd in fds:
@@ -184,7 +184,7 @@ class SessionHandle:
             except OSError:
                 pass
 
-    def __enter__(self) -> "SessionHandle":
+    def __enter__(self) -> SessionHandle:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,7 +12,9 @@ from tunring.proto import FRAMINGS, Control, Disconnect, DpdRequest, DpdResponse
 from tunring.proto.cisco import Cstp, Dtls
 from tunring.proto.gpst import Gpst
 from tunring.proto.oncp import Oncp
-from tunring.proto.ppp import F5, Fortinet, RawPpp
+from tunring.proto.f5 import F5
+from tunring.proto.fortinet import Fortinet
+from tunring.proto.ppp import RawPpp
 from tunring.proto.pulse import Pulse
 
 IP4 = ref.ipv4(b"hello, ring")

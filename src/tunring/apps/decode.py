@@ -111,7 +111,7 @@ def _decode_datagrams(path: str, codec, outcome: _Outcome, drain) -> None:
         line = lines[index] if 0 <= index < len(lines) else "?"
         return f"datagram {index} (line {line})"
 
-    with open(path, "r", encoding="ascii", errors="replace") as f:
+    with open(path, encoding="ascii", errors="replace") as f:
         for number, line in enumerate(f, 1):
             text = line.strip()
             if not text or text.startswith("#"):

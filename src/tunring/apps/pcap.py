@@ -10,7 +10,8 @@ Ethernet (1, IPv4/IPv6 frames only).
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ..errors import FramingError
 

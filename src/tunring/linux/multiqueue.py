@@ -10,7 +10,8 @@ the queue descriptors and pool mappings are simply inherited.
 from __future__ import annotations
 
 import multiprocessing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .tun import TunDevice
 
@@ -39,7 +40,7 @@ class QueueWorkers:
                                       name=f"{device.name}-q{i}", daemon=True)
                           for i, q in enumerate(device.queues)]
 
-    def start(self) -> "QueueWorkers":
+    def start(self) -> QueueWorkers:
         for p in self.processes:
             p.start()
         return self
@@ -64,7 +65,7 @@ class QueueWorkers:
             raise RuntimeError("queue worker failed: " + "; ".join(errors))
         return [outcomes[i] for i in range(len(self.processes))]
 
-    def __enter__(self) -> "QueueWorkers":
+    def __enter__(self) -> QueueWorkers:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import ipaddress
 import logging
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ..errors import DeviceError
 

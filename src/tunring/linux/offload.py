@@ -17,7 +17,7 @@ Checksums are Internet (ones' complement) sums computed at C speed: since
 from __future__ import annotations
 
 import struct
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import PacketError
 from ..packet import Packet

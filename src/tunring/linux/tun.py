@@ -32,8 +32,8 @@ import os
 import select
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..errors import DeviceError, PacketError, RingClosed, RingFull
 from ..packet import ALLOCATED, DONE, RECEIVED, Packet
@@ -191,7 +191,7 @@ class TunDevice(PoolDevice):
         self._read_iovs = {lo: [pool.buf[lo + headroom - vlen : lo + headroom + read_room]]
                            for lo in range(0, pool.count * pool.slot_bytes, pool.slot_bytes)}
 
-    def _sibling(self, flags: int, headroom: int, tailroom: int, packets: int) -> "TunDevice":
+    def _sibling(self, flags: int, headroom: int, tailroom: int, packets: int) -> TunDevice:
         """Another queue of this multiqueue interface, with its own descriptor and pool."""
         q = TunDevice.__new__(TunDevice)
         q.mtu, q.offload, q.netns, q.name, q.index = self.mtu, self.offload, self.netns, self.name, 0

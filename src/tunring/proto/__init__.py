@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 from .array import Array
-from .base import (Codec, CodecStats, Control, Disconnect, DpdRequest, DpdResponse, Dropped, Event,
-                   Keepalive, Terminate)
+from .base import Codec, CodecStats, Control, Disconnect, DpdRequest, DpdResponse, Dropped, Event, Keepalive, Terminate
 from .cisco import Cstp, Dtls
+from .f5 import F5
+from .fortinet import Fortinet
 from .gpst import Gpst
-from .hdlc_stream import F5Hdlc, Hdlc
+from .hdlc import F5Hdlc, Hdlc
 from .oncp import Oncp
-from .ppp import F5, Fortinet, RawPpp
+from .ppp import RawPpp
 from .pulse import Pulse
 
 FRAMINGS: dict[str, type[Codec]] = {

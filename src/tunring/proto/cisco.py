@@ -11,8 +11,18 @@ from __future__ import annotations
 import struct
 
 from ..errors import FramingError
-from .base import (Codec, Compressed, Disconnect, DpdRequest, DpdResponse, Dropped, Event, Keepalive,
-                   RecordResult, Terminate)
+from .base import (
+    Codec,
+    Compressed,
+    Disconnect,
+    DpdRequest,
+    DpdResponse,
+    Dropped,
+    Event,
+    Keepalive,
+    RecordResult,
+    Terminate,
+)
 
 DATA = 0
 DPD_REQUEST = 3

@@ -1,5 +1,7 @@
-"""PPP encapsulations: F5 (``0xf500``, length), Fortinet (length, ``0x5050``,
-length), raw PPP datagrams, and HDLC-like framing (RFC 1662) over a stream.
+"""PPP frames (RFC 1661) as the VPN framings carry them: header parsing, the shared codec
+base of the encapsulations (:mod:`~tunring.proto.f5`, :mod:`~tunring.proto.fortinet`), and raw
+PPP datagrams.  HDLC-like framing is :mod:`~tunring.proto.hdlc` (codecs) over
+:mod:`~tunring.proto.rfc1662` (FCS, escaping).
 
 The PPP layer itself (LCP, IPCP, ...) is not here: frames whose protocol is
 not IPv4 (0x0021) or IPv6 (0x0057) surface as
@@ -20,11 +22,7 @@ from .base import Codec, Control, Dropped, Event, RecordResult
 PPP_IPV4 = 0x0021
 PPP_IPV6 = 0x0057
 PPP_HEADER_BYTES = 4  # FF 03 + 2-byte protocol, as we send it
-F5_MAGIC = 0xF500
-FORTINET_MAGIC = 0x5050
 
-_HH = struct.Struct(">HH")
-_HHH = struct.Struct(">HHH")
 _PPP_V4 = b"\xff\x03\x00\x21"
 _PPP_V6 = b"\xff\x03\x00\x57"
 
@@ -60,7 +58,9 @@ def ppp_header(data) -> bytes:
     return _PPP_V6 if len(data) and data[0] >> 4 == 6 else _PPP_V4
 
 
-class _Ppp(Codec):
+class PppCodec(Codec):
+    """A PPP frame after ``encap`` bytes of encapsulation header (F5, Fortinet, raw PPP)."""
+
     encap = 0  # bytes of encapsulation header before the PPP frame
     headroom = PPP_HEADER_BYTES
 
@@ -85,7 +85,7 @@ class _Ppp(Codec):
         return bytes(out)
 
 
-class RawPpp(_Ppp):
+class RawPpp(PppCodec):
     """RFC 1661 PPP frames, one per datagram (the DTLS form of the PPP protocols)."""
 
     name = "ppp"
@@ -95,43 +95,3 @@ class RawPpp(_Ppp):
 
     def _length(self, buf: memoryview, off: int) -> int:
         return -1
-
-
-class F5(_Ppp):
-    """F5 PPP over TLS (or DTLS): u16 ``0xf500``, u16 frame length, PPP frame."""
-
-    name = "f5"
-    encap = 4
-    headroom = 4 + PPP_HEADER_BYTES
-    min_header = 4
-    datagram_ok = True
-
-    def _length(self, buf: memoryview, off: int) -> int:
-        magic, length = _HH.unpack_from(buf, off)
-        if magic != F5_MAGIC:
-            raise FramingError(f"wrong F5 magic {magic:#06x} (expected 0xf500)")
-        return 4 + length
-
-    def _pack_encap(self, buf: memoryview, off: int, frame_length: int) -> None:
-        _HH.pack_into(buf, off, F5_MAGIC, frame_length)
-
-
-class Fortinet(_Ppp):
-    """Fortinet PPP over TLS (or DTLS): u16 total length, u16 ``0x5050``, u16 frame length."""
-
-    name = "fortinet"
-    encap = 6
-    headroom = 6 + PPP_HEADER_BYTES
-    min_header = 6
-    datagram_ok = True
-
-    def _length(self, buf: memoryview, off: int) -> int:
-        total, magic, length = _HHH.unpack_from(buf, off)
-        if magic != FORTINET_MAGIC:
-            raise FramingError(f"wrong Fortinet magic {magic:#06x} (expected 0x5050)")
-        if total != length + 6:
-            raise FramingError(f"Fortinet lengths disagree: total {total}, frame {length} (+6 expected)")
-        return total
-
-    def _pack_encap(self, buf: memoryview, off: int, frame_length: int) -> None:
-        _HHH.pack_into(buf, off, frame_length + 6, FORTINET_MAGIC, frame_length)

@@ -22,8 +22,8 @@ import random
 import time
 
 from ...proto import FRAMINGS
-from ...proto import hdlc as H
-from ...proto.hdlc_stream import Hdlc
+from ...proto import rfc1662 as H
+from ...proto.hdlc import Hdlc
 from ...proto.ppp import parse_ppp
 from ..ringpair import ring_pair
 from . import Result, result

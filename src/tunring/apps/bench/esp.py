@@ -32,7 +32,7 @@ import itertools
 import os
 import struct
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from cryptography.hazmat.primitives import hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes

@@ -229,9 +229,9 @@ def _reflect_os(fd: int, stop) -> None:
 
 
 def _reflect_pytun(dev, stop) -> None:
-    from ..reflect import reflect
-
     import select
+
+    from ..reflect import reflect
 
     fd = dev.fileno()
     while not stop.is_set():

@@ -225,7 +225,7 @@ def add_parser(sub) -> None:
         description="Create a TUN interface, wait for one client on SOCKET (it hands over its ring "
                     "session), bridge packets both ways until the client closes or dies, then remove "
                     "the interface and exit.  Needs root or CAP_NET_ADMIN.")
-    p.add_argument("socket", help="AF_UNIX socket path the client connects to (tunring.linux.adapter.connect)")
+    p.add_argument("socket", help="AF_UNIX socket path the client connects to (tunring.linux.bridge.connect)")
     p.add_argument("--name", default="tunring%d", help="interface name (default: tunring%%d)")
     p.add_argument("--address", action="append", default=[], help="address/prefix, repeatable (IPv4 or IPv6)")
     p.add_argument("--route", action="append", default=[], help="route via the interface, repeatable")

@@ -42,7 +42,7 @@ def adapter(netns, tmp_path):
 
 def _reflecting_client(path: str, stop, ready) -> None:
     from tunring.apps import reflect
-    from tunring.linux.adapter import connect
+    from tunring.linux.bridge import connect
 
     session = connect(path, lead=16, trail=8)
     ready.set()
@@ -84,7 +84,7 @@ def _streaming_client(path: str, ready, go) -> None:
     the kernel would hand a corrupted datagram to the socket rather than drop it.
     """
     from tunring.errors import RingFull
-    from tunring.linux.adapter import connect
+    from tunring.linux.bridge import connect
 
     session = connect(path)
     src, dst = socket.inet_aton(PEER4), socket.inet_aton(LOCAL4)
@@ -183,7 +183,7 @@ def test_adapter_reports_bad_arguments(netns, tmp_path):
 
 def test_connect_without_adapter_is_a_clear_error(tmp_path):
     from tunring import DeviceError
-    from tunring.linux.adapter import connect
+    from tunring.linux.bridge import connect
 
     with pytest.raises(DeviceError, match="no tunring adapter is listening"):
         connect(str(tmp_path / "nobody.sock"), timeout_s=0.2)
@@ -191,7 +191,7 @@ def test_connect_without_adapter_is_a_clear_error(tmp_path):
 
 def _idle_client(path: str, ready, bound, go, report) -> None:
     """Connect with the smallest ring, send one non-IP slot and one UDP packet, then read late."""
-    from tunring.linux.adapter import connect
+    from tunring.linux.bridge import connect
 
     session = connect(path, capacity=0x20000)
     ready.set()
