@@ -12,7 +12,7 @@ except ImportError:  # tests/proto became a package
     from .esp_support import (DELIVERED, assert_ring_clean, drain, ipv4, ipv6, keys, outcome, ring_pair, seal,
                               trailer)
 
-from tunring.errors import FramingError, PacketError, SequenceOverflow
+from tunring.errors import FramingError, PacketError, RingFull, SequenceOverflow
 from tunring.proto import esp
 from tunring.proto.base import Control, Dropped, Keepalive
 
@@ -266,3 +266,20 @@ def test_encrypt_many_round_trips():
         for datagram in datagrams:
             assert outcome(inbound.feed(datagram)) == DELIVERED
         assert drain(adapter) == inners
+
+
+def test_a_full_ring_cuts_a_batch_short_without_losing_its_events():
+    sa, k, a = make(GCM)
+    inner = ipv4(900)
+    datagrams = [b"\xff"] + [seal(GCM, k, a, SPI, i + 1, trailer(inner, 4, 4)) for i in range(400)]
+    feed = Feed(datagrams)
+    with ring_pair() as (session, adapter):  # 128 KiB: far fewer than 400 packets of ~1 KiB fit
+        inbound = esp.SecurityAssociations(session, [sa], udp_encap=True)
+        count, events = inbound.receive_from(feed.recv_into, max_count=1000)
+        assert 1 < count < len(datagrams) and events == [Keepalive()]
+        assert len(feed.datagrams) == len(datagrams) - count  # nothing read was lost
+        with pytest.raises(RingFull):
+            inbound.receive_from(feed.recv_into)
+        assert len(drain(adapter)) == count - 1
+        assert inbound.receive_from(feed.recv_into, max_count=1) == (1, [])
+        assert_ring_clean(session)

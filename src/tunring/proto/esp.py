@@ -89,7 +89,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .. import layout as L
 from ..device import Device
-from ..errors import FramingError, PacketError, SequenceOverflow
+from ..errors import FramingError, PacketError, RingFull, SequenceOverflow
 from ..packet import Packet
 from .base import Control, Dropped, Event, Keepalive
 
@@ -620,8 +620,10 @@ class SecurityAssociations:
         ``recv_into(view) -> nbytes`` is the transport's read, typically a
         non-blocking UDP socket's ``recv_into``; BlockingIOError or None means
         nothing is left.  The batch form of want / read / received.  Returns
-        how many datagrams were read and the events of all of them.  RingFull
-        from the device propagates (the datagrams before it were received).
+        how many datagrams were read and the events of all of them.  A device
+        that fills up cuts the batch short (what was read is received, its
+        events returned); RingFull is raised only when not one packet could be
+        allocated.
         """
         self.close()  # a want() view nobody filled
         events: list[Event] = []
@@ -630,8 +632,13 @@ class SecurityAssociations:
         size = self.max_datagram_bytes - header + CIPHER_SLACK_BYTES
         count = 0
         while count < max_count:
-            # The first packet goes through _packet_for() for its checks.
-            packet = allocate(size) if self._fits else self._packet_for(self.max_datagram_bytes)
+            try:
+                # The first packet goes through _packet_for() for its checks.
+                packet = allocate(size) if self._fits else self._packet_for(self.max_datagram_bytes)
+            except RingFull:
+                if count:
+                    break
+                raise
             try:
                 n = recv_into(packet.buf[packet.start - header : packet.end - CIPHER_SLACK_BYTES])
             except BlockingIOError:
