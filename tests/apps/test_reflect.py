@@ -62,7 +62,8 @@ def test_serve_over_a_loopback_device_reflects_each_packet_once():
         for i in range(5):
             dev.write(_udp4(src, dst, bytes([i]) * 10))
         rounds = iter([False, True])
-        assert serve(dev, lambda: next(rounds)) == 5
+        done = serve(dev, lambda: next(rounds))
+        assert done.packets == 5 and done.copy_bytes == 5 * len(_udp4(src, dst, bytes(10)))
         back = dev.receive_many(10)
         assert [bytes(p.data[12:20]) for p in back] == [socket.inet_aton("10.2.10.1") + src] * 5
         assert [p.data[-1] for p in back] == list(range(5))

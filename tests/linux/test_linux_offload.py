@@ -225,3 +225,17 @@ def test_coalesced_checksum_is_right_and_a_damaged_segment_spoils_it(v6, mss, co
     hl = 40 if v6 else 20
     big = bytes(packets[0].data) + b"".join(bytes(p.data[hl + 32 :]) for p in packets[1:])
     assert _tcp_ok(big, v6) == (damage is None)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_coalesced_head_can_be_put_back_as_it_was(v6):
+    """A GRO write that does not happen (EAGAIN) leaves the head as the segment it was, byte for byte."""
+    segs = [tcp(v6, 1000 + 1000 * i, bytes([i]) * 1000, O.TCP_ACK | (O.TCP_PSH if i == 3 else 0)) for i in range(4)]
+    packets = _packets(segs)
+    [run] = O.coalesce(packets)
+    head = packets[0].data
+    fields = O.head_fields(head)
+    O.coalesced_header(run)
+    assert bytes(head) != segs[0]
+    O.restore_head(head, fields)
+    assert [bytes(p.data) for p in packets] == segs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
@@ -17,7 +18,7 @@ import pytest
 
 from tunring.linux import netlink
 
-from tun_traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, tcp_echo, udp_exchange
+from tun_traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, tcp_echo, udp4, udp_exchange
 
 pytestmark = pytest.mark.net
 
@@ -111,6 +112,29 @@ def _streaming_client(path: str, ready, go) -> None:
         seq += 1
 
 
+@contextlib.contextmanager
+def _flooding():
+    """The kernel sends to the client all the while (it never reads: the adapter drops)."""
+    flooding = threading.Event()
+    flooding.set()
+
+    def flood() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while flooding.is_set():
+                try:
+                    s.sendto(bytes(500), (PEER4, 9))
+                except OSError:  # the interface went away
+                    time.sleep(0.001)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        yield
+    finally:
+        flooding.clear()
+        flooder.join(5)
+
+
 def test_client_killed_midstream(adapter):
     proc, path, name = adapter
     ctx = multiprocessing.get_context("fork")
@@ -124,36 +148,18 @@ def test_client_killed_midstream(adapter):
             server.bind((LOCAL4, PATTERN_PORT))
             server.settimeout(5)
             go.set()
-            # The kernel keeps sending to the client too (it never reads: the adapter drops),
-            # so the adapter is busy, not idle, when the client dies.
-            flooding = threading.Event()
-            flooding.set()
-
-            def flood() -> None:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    while flooding.is_set():
-                        try:
-                            s.sendto(bytes(500), (PEER4, 9))
-                        except OSError:  # the interface went away
-                            time.sleep(0.001)
-
-            flooder = threading.Thread(target=flood, daemon=True)
-            flooder.start()
-            datagrams = []
-            while len(datagrams) < 3000:
-                datagrams.append(server.recv(65536))
-            os.kill(client.pid, signal.SIGKILL)
-            killed = time.monotonic()
-            client.join(5)
-            # The adapter notices within a second and the interface is gone with it.
-            assert proc.wait(2) == 0
-            deadline = killed + 1.0
-            while netlink.link_index(name) is not None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert netlink.link_index(name) is None
-            assert time.monotonic() - killed < 1.0
-            flooding.clear()
-            flooder.join(5)
+            with _flooding():  # so the adapter is busy, not idle, when the client dies
+                datagrams = [server.recv(65536) for _ in range(3000)]
+                os.kill(client.pid, signal.SIGKILL)
+                killed = time.monotonic()
+                client.join(5)
+                # The adapter notices within a second and the interface is gone with it.
+                assert proc.wait(2) == 0
+                deadline = killed + 1.0
+                while netlink.link_index(name) is not None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert netlink.link_index(name) is None
+                assert time.monotonic() - killed < 1.0
             server.settimeout(0.2)
             try:
                 while True:
@@ -199,7 +205,7 @@ def _idle_client(path: str, ready, bound, go, report) -> None:
     junk = session.allocate(40)
     junk.data[:] = bytes(40)  # IP version 0: the adapter must skip it and count a discard
     session.send(junk)
-    session.write(_udp4(PEER4, LOCAL4, 5555, PATTERN_PORT, b"after the junk"))
+    session.write(udp4(PEER4, LOCAL4, 5555, PATTERN_PORT, b"after the junk"))
     go.wait(20)  # the kernel floods us meanwhile; we do not read
     got = 0
     while (p := session.receive()) is not None:
@@ -245,11 +251,30 @@ def test_adapter_counts_discards_and_drops_when_the_ring_is_full(adapter):
     assert discarded == 1 and to_kernel == 1
 
 
-def _udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    total = 28 + len(payload)
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, 17, 0,
-                               socket.inet_aton(src), socket.inet_aton(dst)))
-    s = sum(struct.unpack("!10H", ip))
-    s = (s & 0xFFFF) + (s >> 16)
-    ip[10:12] = struct.pack("!H", ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF)
-    return bytes(ip) + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+def test_a_client_that_corrupts_its_ring_stops_the_bridge_as_a_failure(netns, tmp_path):
+    """The bridge reports why it stopped: a corrupted ring is a failure (the command exits non-zero on it),
+    a closed session is not."""
+    from tunring.linux import TunDevice, bridge
+
+    for corrupt in (True, False):
+        path = str(tmp_path / f"corrupt-{corrupt}.sock")
+        result = {}
+        with TunDevice.create("trb0", addresses=ADDRESSES) as tun:
+            server = threading.Thread(target=lambda path=path, result=result, tun=tun: result.update(
+                why=bridge.serve(path, tun, accept_timeout_s=10)))
+            server.start()
+            session = bridge.connect(path)
+            try:
+                if corrupt:
+                    ring = session.receive_ring
+                    tail = struct.unpack_from("<I", ring, 4)[0]
+                    struct.pack_into("<I", ring, 12 + tail, 0x10000)  # a Size no packet can have
+                    struct.pack_into("<I", ring, 4, tail + 8)  # published, as a hostile client would
+                    server.join(5)
+            finally:
+                session.close()
+                server.join(5)
+        why = result["why"]
+        assert why.failed is corrupt
+        assert why.cause is (bridge.Stop.CORRUPT if corrupt else bridge.Stop.CLOSED), why

@@ -15,14 +15,14 @@ from tunring import DeviceError, PacketError, RingFull
 from tunring.linux import TunDevice, netlink
 from tunring.linux import tun as tunmod
 
-from tun_traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, reflecting, tcp_echo, udp_exchange
+from tun_traffic import ADDRESSES, LOCAL4, PEER4, PEER6, ping, reflecting, tcp_echo, udp4, udp_exchange
 
 pytestmark = pytest.mark.net
 
 
 @pytest.mark.parametrize("offload", [False, True], ids=["plain", "offload"])
 def test_ping_udp_tcp_through_reflector(netns, offload):
-    with TunDevice("trt0", addresses=ADDRESSES, offload=offload) as dev, reflecting(dev) as result:
+    with TunDevice.create("trt0", addresses=ADDRESSES, offload=offload) as dev, reflecting(dev) as result:
         ping(PEER4)
         ping(PEER6)
         udp_exchange(socket.AF_INET)
@@ -34,7 +34,7 @@ def test_ping_udp_tcp_through_reflector(netns, offload):
 
 
 def test_interface_exists_while_open_and_goes_with_close(netns):
-    dev = TunDevice("trt1", addresses=["10.3.0.1/24"], mtu=1400)
+    dev = TunDevice.create("trt1", addresses=["10.3.0.1/24"], mtu=1400)
     try:
         assert dev.name == "trt1" and netlink.link_index("trt1") == dev.index
         from pyroute2 import IPRoute
@@ -50,7 +50,7 @@ def test_interface_exists_while_open_and_goes_with_close(netns):
 
 
 def test_kernel_picks_the_name_and_routes_are_installed(netns):
-    with TunDevice(addresses=["10.4.0.1/32"], routes=["10.5.0.0/16", "fd05::/64"]) as dev:
+    with TunDevice.create(addresses=["10.4.0.1/32"], routes=["10.5.0.0/16", "fd05::/64"]) as dev:
         assert dev.name.startswith("tun")
         from pyroute2 import IPRoute
 
@@ -65,7 +65,7 @@ def test_interface_goes_when_its_process_dies(netns):
     ready = ctx.Event()
 
     def owner() -> None:
-        TunDevice("trt2", addresses=["10.6.0.1/24"])
+        TunDevice.create("trt2", addresses=["10.6.0.1/24"])
         ready.set()
         time.sleep(60)
 
@@ -87,26 +87,26 @@ def test_interface_goes_when_its_process_dies(netns):
 
 
 def test_bad_conditions_are_clear_errors(netns):
-    with TunDevice("trt3") as dev:
+    with TunDevice.create("trt3") as dev:
         with pytest.raises(DeviceError, match="trt3 is in use"):
-            TunDevice("trt3")
+            TunDevice.create("trt3")
         assert netlink.link_index(dev.name) is not None
     with pytest.raises(DeviceError, match="lo is in use"):
-        TunDevice("lo")
+        TunDevice.create("lo")
     with pytest.raises(DeviceError, match="MTU 20 is out of range: 68 to 65535"):
-        TunDevice("trt4", mtu=20)
+        TunDevice.create("trt4", mtu=20)
     with pytest.raises(DeviceError, match="MTU 70000 is out of range"):
-        TunDevice("trt4", mtu=70000)
+        TunDevice.create("trt4", mtu=70000)
     with pytest.raises(DeviceError, match="1280 to 65535 .the interface has IPv6"):
-        TunDevice("trt4", mtu=1000, addresses=["fd00::1/64"])
+        TunDevice.create("trt4", mtu=1000, addresses=["fd00::1/64"])
     with pytest.raises(DeviceError, match="cannot parse interface address '10.0.0.300/24'"):
-        TunDevice("trt4", addresses=["10.0.0.300/24"])
+        TunDevice.create("trt4", addresses=["10.0.0.300/24"])
     with pytest.raises(DeviceError, match="cannot parse route"):
-        TunDevice("trt4", routes=["fd00::zz/64"])
+        TunDevice.create("trt4", routes=["fd00::zz/64"])
     with pytest.raises(DeviceError, match="is not valid"):
-        TunDevice("a-much-too-long-name")
+        TunDevice.create("a-much-too-long-name")
     with pytest.raises(DeviceError, match="namespace 'no-such-ns' does not exist"):
-        TunDevice("trt4", netns="no-such-ns")
+        TunDevice.create("trt4", netns="no-such-ns")
     # Nothing was left behind by the failures.
     assert netlink.link_index("trt4") is None
 
@@ -114,7 +114,7 @@ def test_bad_conditions_are_clear_errors(netns):
 def test_missing_dev_net_tun_says_so(netns, monkeypatch):
     monkeypatch.setattr(tunmod, "TUN_PATH", "/nonexistent/tun")
     with pytest.raises(DeviceError, match="does not exist: load the tun module") as e:
-        TunDevice("trt5")
+        TunDevice.create("trt5")
     assert e.value.errno == errno.ENOENT
 
 
@@ -127,7 +127,7 @@ def test_without_cap_net_admin_says_so(netns):
         os.setgid(65534)
         os.setuid(65534)  # drops every capability
         try:
-            TunDevice("trt6")
+            TunDevice.create("trt6")
             msg = "created"
         except DeviceError as e:
             msg = str(e)
@@ -144,7 +144,7 @@ def test_without_cap_net_admin_says_so(netns):
 
 def test_full_kernel_queue_is_back_pressure(netns):
     """Nobody reads: the kernel drops at its queue, the device survives and works afterwards."""
-    with TunDevice("trt7", addresses=ADDRESSES, packets=1024) as dev:
+    with TunDevice.create("trt7", addresses=ADDRESSES, packets=1024) as dev:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.setblocking(False)
             sent = 0
@@ -166,7 +166,7 @@ def test_full_kernel_queue_is_back_pressure(netns):
 
 
 def test_packet_api_on_tun(netns):
-    with TunDevice("trt8", addresses=ADDRESSES, headroom=24, tailroom=20, packets=4) as dev:
+    with TunDevice.create("trt8", addresses=ADDRESSES, headroom=24, tailroom=20, packets=4) as dev:
         # Pool: four packets, then RingFull; cancel gives one back.
         ps = dev.allocate_many(100, 10)
         assert len(ps) == 4
@@ -186,7 +186,7 @@ def test_packet_api_on_tun(netns):
             s.settimeout(5)
             p = dev.allocate(1500)
             assert p.headroom == 24 and p.tailroom >= 20
-            udp = _udp4(PEER4, LOCAL4, 5555, 7777, b"hello tun")
+            udp = udp4(PEER4, LOCAL4, 5555, 7777, b"hello tun")
             p.data[: len(udp)] = udp
             dev.shrink_and_send(p, len(udp))
             assert s.recvfrom(100) == (b"hello tun", (PEER4, 5555))
@@ -216,18 +216,6 @@ def test_packet_api_on_tun(netns):
         assert dev.stats.tx_dropped == 2
 
 
-def _udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    import struct
-
-    total = 28 + len(payload)
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, 17, 0,
-                               socket.inet_aton(src), socket.inet_aton(dst)))
-    s = sum(struct.unpack("!10H", ip))
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    ip[10:12] = struct.pack("!H", ~s & 0xFFFF)
-    return bytes(ip) + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-
 
 def test_created_inside_another_namespace(netns):
     from pyroute2 import netns as ns
@@ -235,7 +223,7 @@ def test_created_inside_another_namespace(netns):
     other = netns + "-b"
     ns.create(other)
     try:
-        with TunDevice("trt9", addresses=["10.9.0.1/24"], netns=other) as dev:
+        with TunDevice.create("trt9", addresses=["10.9.0.1/24"], netns=other) as dev:
             assert dev.netns == other
             assert netlink.link_index("trt9") is None  # not here ...
             with netlink.netns(other):
@@ -248,13 +236,13 @@ def test_created_inside_another_namespace(netns):
 
 def test_send_on_a_full_kernel_queue_is_back_pressure(netns, monkeypatch):
     """EAGAIN from the kernel: RingFull, the packet stays the caller's, sending again works."""
-    with TunDevice("trt10", addresses=ADDRESSES) as dev, \
+    with TunDevice.create("trt10", addresses=ADDRESSES) as dev, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((LOCAL4, 7778))
         s.settimeout(5)
         packets = []
         for i in range(3):
-            udp = _udp4(PEER4, LOCAL4, 5555, 7778, b"pkt%d......" % i)
+            udp = udp4(PEER4, LOCAL4, 5555, 7778, b"pkt%d......" % i)
             p = dev.allocate(len(udp))
             p.data[:] = udp
             packets.append(p)

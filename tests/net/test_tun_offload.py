@@ -21,13 +21,19 @@ PSH = 0x08  # socket option: send one large datagram cut into segments of this s
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
 def test_tcp_50mb_through_offloads_is_exact_with_fewer_larger_reads(netns, family):
-    stats = {}
+    stats, copies = {}, {}
     for offload in (False, True):
-        with TunDevice("tro0", addresses=ADDRESSES, offload=offload) as dev, reflecting(dev) as result:
+        with TunDevice.create("tro0", addresses=ADDRESSES, offload=offload) as dev, reflecting(dev) as result:
             bulk_tcp(family, BULK_BYTES)
-        stats[offload] = result["stats"]
+        stats[offload], copies[offload] = result["stats"], result["copies"]
     plain, off = stats[False], stats[True]
     assert off["gso_splits"] > 0 and off["gro_runs"] > 0 and off["rx_dropped"] == 0
+    # Every segment of a split read is a copy; every other read is delivered where it landed.
+    segments = off["rx_packets"] - (off["reads"] - off["rx_dropped"] - off["gso_splits"])
+    assert copies[True]["device"] == segments > 0 and copies[True]["device_bytes"] > 40 * segments
+    assert copies[False]["device"] == copies[False]["device_bytes"] == 0
+    # The reflector copies each packet it turns around once, and says so.
+    assert copies[True]["reflector"] == off["tx_packets"] and copies[True]["reflector_bytes"] >= BULK_BYTES
     # The read path: fewer system calls, each carrying more.
     assert off["reads"] < plain["reads"] / 4
     assert off["read_bytes"] / off["reads"] > 4 * plain["read_bytes"] / plain["reads"]
@@ -37,7 +43,7 @@ def test_tcp_50mb_through_offloads_is_exact_with_fewer_larger_reads(netns, famil
 
 def test_tcp_50mb_with_gro_writes_only_is_exact(netns):
     """tso=False: the kernel sends plain packets, our writes still go out coalesced."""
-    with TunDevice("tro1", addresses=ADDRESSES, offload=True, tso=False) as dev, reflecting(dev) as result:
+    with TunDevice.create("tro1", addresses=ADDRESSES, offload=True, tso=False) as dev, reflecting(dev) as result:
         assert dev.offloads == 0
         bulk_tcp(socket.AF_INET, BULK_BYTES)
     stats = result["stats"]
@@ -77,7 +83,7 @@ def test_udp_gso_split_matches_the_kernels_own_segmentation(netns, family):
     payload = bytes(range(256)) * 40 + b"tail"  # 10244 bytes: 7 segments of 1400 and a short one
     seen = {}
     for offload in (False, True):
-        with TunDevice("tru0", addresses=ADDRESSES, offload=offload) as dev:
+        with TunDevice.create("tru0", addresses=ADDRESSES, offload=offload) as dev:
             if offload:
                 assert dev.offloads & tunmod.TUN_F_USO4, "this kernel has no USO: the comparison would be empty"
             with socket.socket(family, socket.SOCK_DGRAM) as s:
@@ -138,7 +144,7 @@ def _segments(family: int, offload: bool, nbytes: int) -> tuple[list[tuple], lis
     local, peer = (LOCAL4, PEER4) if family == socket.AF_INET else (LOCAL6, PEER6)
     ctx = multiprocessing.get_context("fork")
     stop, records, done = ctx.Event(), ctx.Queue(), ctx.Queue()
-    with TunDevice("trs0", addresses=ADDRESSES, offload=offload) as dev, \
+    with TunDevice.create("trs0", addresses=ADDRESSES, offload=offload) as dev, \
             socket.socket(family, socket.SOCK_STREAM) as listener:
         listener.bind((local, 0))
         listener.listen(1)
@@ -218,7 +224,7 @@ def test_a_damaged_segment_makes_the_kernel_drop_its_coalesced_run(netns):
     """GRO writes leave checking to the kernel: a good run is taken, a run with one bad segment is not."""
     import time
 
-    with TunDevice("trc0", addresses=ADDRESSES, offload=True, tso=False) as dev:
+    with TunDevice.create("trc0", addresses=ADDRESSES, offload=True, tso=False) as dev:
         for damaged in (False, True):
             errors = _tcp_checksum_errors()
             segments = [_tcp4(PEER4, LOCAL4, 40000, 9, 1000 + 1000 * i, bytes([i]) * 1000) for i in range(4)]

@@ -6,6 +6,7 @@ import contextlib
 import multiprocessing
 import os
 import socket
+import struct
 import subprocess
 import threading
 
@@ -16,6 +17,18 @@ LOCAL6, PEER6, MIRROR6 = "fd00::1", "fd00::1:2", "fd00::2:1"
 ADDRESSES = [f"{LOCAL4}/8", f"{LOCAL6}/64"]
 
 TIMEOUT_S = 5.0
+
+
+def udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """An IPv4/UDP packet with a right header checksum and no UDP checksum, built without tunring."""
+    total = 28 + len(payload)
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, 17, 0,
+                               socket.inet_aton(src), socket.inet_aton(dst)))
+    s = sum(struct.unpack("!10H", ip))
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    ip[10:12] = struct.pack("!H", ~s & 0xFFFF)
+    return bytes(ip) + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
 def ping(address: str, count: int = 3) -> None:
@@ -115,8 +128,9 @@ def bulk_tcp(family: int, nbytes: int) -> float:
 def reflecting(device, **kw):
     """Run tunring.apps.reflect.serve on ``device`` in a child process for the block.
 
-    Yields a dict that, after the block, holds ``count`` (packets reflected)
-    and ``stats`` (the device's counters in the child, if it has any).
+    Yields a dict that, after the block, holds ``count`` (packets reflected),
+    ``copies`` (the device's copy counters and the reflector's own) and
+    ``stats`` (the device's counters in the child, if it has any).
     """
     from tunring.apps import reflect
 
@@ -125,9 +139,12 @@ def reflecting(device, **kw):
     done = ctx.Queue()
 
     def main() -> None:
-        count = reflect.serve(device, stop.is_set, **kw)
+        reflected = reflect.serve(device, stop.is_set, **kw)
         stats = getattr(device, "stats", None)
-        done.put({"count": count, "stats": dict(vars(stats)) if stats is not None else {}})
+        copies = {"device": device.copies, "device_bytes": getattr(device, "copy_bytes", 0),
+                  "reflector": reflected.packets, "reflector_bytes": reflected.copy_bytes}
+        done.put({"count": reflected.packets, "copies": copies,
+                  "stats": dict(vars(stats)) if stats is not None else {}})
 
     proc = ctx.Process(target=main, daemon=True)
     proc.start()

@@ -18,7 +18,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tunring import layout as L
 from tunring.adapter import Adapter
 from tunring.proto import esp
+from tunring.proto.base import Control, Dropped, Keepalive
 from tunring.session import Session
+
+#: What ``outcome`` says of a datagram whose inner packet was delivered.
+DELIVERED = "delivered"
 
 SCAPY_NAMES = {
     "aes-gcm-128": ("AES-GCM", None),
@@ -90,6 +94,20 @@ def seal(transform: esp.Transform, enc_key: bytes, auth_key: bytes, spi: int, se
     mac = hmac.HMAC(auth_key, transform.auth_hash())
     mac.update(body + (struct.pack(">I", seq >> 32) if esn else b""))
     return body + mac.finalize()[: transform.icv_bytes]
+
+
+def outcome(events: list) -> str:
+    """What one datagram came to: DELIVERED (no event), its drop reason, "keepalive" or "ike"."""
+    assert len(events) <= 1, events
+    if not events:
+        return DELIVERED
+    event = events[0]
+    if isinstance(event, Dropped):
+        return event.reason
+    if isinstance(event, Keepalive):
+        return "keepalive"
+    assert isinstance(event, Control) and event.kind == esp.IKE_MESSAGE, event
+    return "ike"
 
 
 def drain(adapter: Adapter) -> list[bytes]:

@@ -7,12 +7,14 @@ import struct
 
 import pytest
 try:
-    from esp_support import assert_ring_clean, drain, ipv4, ipv6, keys, ring_pair, seal, trailer
+    from esp_support import DELIVERED, assert_ring_clean, drain, ipv4, ipv6, keys, outcome, ring_pair, seal, trailer
 except ImportError:  # tests/proto became a package
-    from .esp_support import assert_ring_clean, drain, ipv4, ipv6, keys, ring_pair, seal, trailer
+    from .esp_support import (DELIVERED, assert_ring_clean, drain, ipv4, ipv6, keys, outcome, ring_pair, seal,
+                              trailer)
 
-from tunring.errors import FramingError, PacketError, SequenceOverflow
+from tunring.errors import FramingError, PacketError, RingFull, SequenceOverflow
 from tunring.proto import esp
+from tunring.proto.base import Control, Dropped, Keepalive
 
 GCM = esp.AES_GCM_128
 CBC = esp.AES_CBC_128_HMAC_SHA1_96
@@ -63,18 +65,18 @@ def bad_datagrams(transform):
 @pytest.mark.parametrize("transform", [GCM, CBC], ids=lambda t: t.name)
 def test_every_bad_datagram_is_counted_dropped_and_leaves_no_trace(transform):
     sa, _, _ = make(transform)
-    inbound = esp.SecurityAssociations([sa])
     expected = dict.fromkeys(esp.DROP_REASONS, 0)
     delivered = []
     with ring_pair() as (session, adapter):
+        inbound = esp.SecurityAssociations(session, [sa])
         for i, (reason, datagram) in enumerate(bad_datagrams(transform)):
-            assert inbound.receive_datagram(session, datagram) == esp.DROPPED, reason
+            assert inbound.feed(datagram) == [Dropped(2 * i, len(datagram), reason)]
             expected[reason] += 1
             assert inbound.stats.drops == expected
             assert_ring_clean(session)
             # A good packet right after the bad one still gets through.
             datagram, inner = good(transform, 100 + i)  # bad ones stay inside the window
-            assert inbound.receive_datagram(session, datagram) == esp.DELIVERED
+            assert outcome(inbound.feed(datagram)) == DELIVERED
             delivered.append(inner)
         assert drain(adapter) == delivered
         assert_ring_clean(session)
@@ -83,10 +85,10 @@ def test_every_bad_datagram_is_counted_dropped_and_leaves_no_trace(transform):
 @pytest.mark.parametrize("transform", [GCM, CBC], ids=lambda t: t.name)
 def test_replayed_and_too_old_packets_are_dropped(transform):
     sa, _, _ = make(transform, replay_window=64)
-    inbound = esp.SecurityAssociations([sa])
     with ring_pair() as (session, adapter):
+        inbound = esp.SecurityAssociations(session, [sa])
         for seq in (100, 100, 37, 36, 99, 99, 1):
-            inbound.receive_datagram(session, good(transform, seq)[0])
+            inbound.feed(good(transform, seq)[0])
         assert [p[4:6] for p in drain(adapter)] == [ipv4(20, seq)[4:6] for seq in (100, 37, 99)]
         assert_ring_clean(session)
     assert inbound.stats.drops[esp.REPLAY] == 2
@@ -95,46 +97,45 @@ def test_replayed_and_too_old_packets_are_dropped(transform):
 
 def test_forged_packets_do_not_move_the_window():
     sa, _, _ = make(GCM)
-    inbound = esp.SecurityAssociations([sa])
     with ring_pair() as (session, adapter):
-        inbound.receive_datagram(session, good(GCM, 5)[0])
+        inbound = esp.SecurityAssociations(session, [sa])
+        inbound.feed(good(GCM, 5)[0])
         forged = bytearray(good(GCM, 10_000)[0])
         forged[-1] ^= 1
-        assert inbound.receive_datagram(session, forged) == esp.DROPPED
+        assert outcome(inbound.feed(forged)) == esp.BAD_ICV
         assert sa.window.top == 5
-        assert inbound.receive_datagram(session, good(GCM, 4)[0]) == esp.DELIVERED
+        assert outcome(inbound.feed(good(GCM, 4)[0])) == DELIVERED
         assert len(drain(adapter)) == 2
 
 
 def test_tfc_padding_inside_the_payload_is_cut_by_the_inner_length():
     sa, k, a = make(GCM)
-    inbound = esp.SecurityAssociations([sa])
     inner = ipv6(30)
     with ring_pair() as (session, adapter):
+        inbound = esp.SecurityAssociations(session, [sa])
         datagram = seal(GCM, k, a, SPI, 1, trailer(inner + bytes(200), 41, 4))
-        assert inbound.receive_datagram(session, datagram) == esp.DELIVERED
+        assert outcome(inbound.feed(datagram)) == DELIVERED
         assert drain(adapter) == [inner]
 
 
 def test_udp_encapsulation_keepalive_and_non_esp_marker():
     sa, _, _ = make(GCM)
-    inbound = esp.SecurityAssociations([sa], udp_encap=True)
     ike = b"\x00\x00\x00\x00" + b"IKE message bytes"
     with ring_pair() as (session, adapter):
-        assert inbound.receive_datagram(session, b"\xff") == esp.KEEPALIVE
-        assert inbound.receive_datagram(session, ike) == esp.CONTROL
-        assert inbound.receive_datagram(session, b"\xfe") == esp.DROPPED
-        assert inbound.receive_datagram(session, good(GCM, 1)[0]) == esp.DELIVERED
+        inbound = esp.SecurityAssociations(session, [sa], udp_encap=True)
+        assert inbound.feed(b"\xff") == [Keepalive()]
+        assert inbound.feed(ike) == [Control(esp.IKE_MESSAGE, b"IKE message bytes")]
+        assert outcome(inbound.feed(b"\xfe")) == esp.SHORT
+        assert outcome(inbound.feed(good(GCM, 1)[0])) == DELIVERED
         assert len(drain(adapter)) == 1
         assert_ring_clean(session)
-    assert inbound.stats.keepalives == 1
-    assert list(inbound.control) == [b"IKE message bytes"]
+    assert inbound.stats.rx_control == 2  # the keepalive and the IKE message
     assert inbound.stats.drops[esp.SHORT] == 1
     # Without UDP encapsulation the same bytes are just bad ESP.
-    plain = esp.SecurityAssociations([make(GCM)[0]])
     with ring_pair() as (session, adapter):
-        assert plain.receive_datagram(session, b"\xff") == esp.DROPPED
-        assert plain.receive_datagram(session, ike) == esp.DROPPED
+        plain = esp.SecurityAssociations(session, [make(GCM)[0]])
+        assert outcome(plain.feed(b"\xff")) == esp.SHORT
+        assert outcome(plain.feed(ike)) == esp.UNKNOWN_SPI
     assert plain.stats.drops[esp.SHORT] == 1 and plain.stats.drops[esp.UNKNOWN_SPI] == 1
 
 
@@ -166,9 +167,9 @@ def test_room_is_checked_before_anything_is_written():
             sa.encrypt(packet)
         assert bytes(packet.data) == ipv4(16) and sa.seq == 0
         session.release(packet)
-        inbound = esp.SecurityAssociations([sa])
+        inbound = esp.SecurityAssociations(session, [sa])
         with pytest.raises(PacketError, match="lead"):
-            inbound.allocate(session, 1500)
+            inbound.want()
         assert_ring_clean(session)
 
 
@@ -196,24 +197,27 @@ def test_configuration_errors():
     with pytest.raises(ValueError, match="replay window"):
         esp.SecurityAssociation(SPI, CBC, enc_key, auth_key, replay_window=esp.MAX_REPLAY_WINDOW + 1)
     assert esp.SecurityAssociation(SPI, CBC, enc_key, auth_key, replay_window=4096).window.size == 4096
-    inbound = esp.SecurityAssociations([esp.SecurityAssociation(SPI, CBC, enc_key, auth_key)])
-    gcm_sa = make(GCM)[0]
-    gcm_sa.spi = SPI + 1
-    with pytest.raises(ValueError, match="header"):
-        inbound.add(gcm_sa)
-    with pytest.raises(ValueError, match="already"):
-        inbound.add(esp.SecurityAssociation(SPI, CBC, enc_key, auth_key))
+    with ring_pair() as (session, _):
+        inbound = esp.SecurityAssociations(session, [esp.SecurityAssociation(SPI, CBC, enc_key, auth_key)])
+        gcm_sa = make(GCM)[0]
+        gcm_sa.spi = SPI + 1
+        with pytest.raises(ValueError, match="header"):
+            inbound.add(gcm_sa)
+        with pytest.raises(ValueError, match="already"):
+            inbound.add(esp.SecurityAssociation(SPI, CBC, enc_key, auth_key))
+        with pytest.raises(ValueError, match="add a SecurityAssociation first"):
+            esp.SecurityAssociations(session).want()
 
 
 def test_rekey_two_inbound_sas_side_by_side():
     old, k, a = make(GCM)
     new = esp.SecurityAssociation(0x2002, GCM, k, a)
-    inbound = esp.SecurityAssociations([old, new])
     with ring_pair() as (session, adapter):
-        assert inbound.receive_datagram(session, good(GCM, 1)[0]) == esp.DELIVERED
-        assert inbound.receive_datagram(session, seal(GCM, k, a, 0x2002, 1, trailer(ipv4(3), 4, 4))) == esp.DELIVERED
+        inbound = esp.SecurityAssociations(session, [old, new])
+        assert outcome(inbound.feed(good(GCM, 1)[0])) == DELIVERED
+        assert outcome(inbound.feed(seal(GCM, k, a, 0x2002, 1, trailer(ipv4(3), 4, 4)))) == DELIVERED
         inbound.remove(SPI)
-        assert inbound.receive_datagram(session, good(GCM, 2)[0]) == esp.DROPPED
+        assert outcome(inbound.feed(good(GCM, 2)[0])) == esp.UNKNOWN_SPI
         assert len(drain(adapter)) == 2
     assert inbound.stats.drops[esp.UNKNOWN_SPI] == 1
 
@@ -234,30 +238,48 @@ class Feed:
 
 def test_receive_from_reads_until_the_source_is_empty_and_leaks_nothing():
     sa, k, a = make(GCM)
-    inbound = esp.SecurityAssociations([sa])
     inners = [ipv4(i * 50, ident=i) for i in range(5)]
     datagrams = [seal(GCM, k, a, SPI, i + 1, trailer(p, 4, 4)) for i, p in enumerate(inners)]
     datagrams.insert(2, b"\x01\x02")  # a bad one in the middle
     feed = Feed(datagrams)
     with ring_pair() as (session, adapter):
-        assert inbound.receive_from(session, feed.recv_into, 1500, max_count=4) == 4
-        assert inbound.receive_from(session, feed.recv_into, 1500) == 2
-        assert inbound.receive_from(session, feed.recv_into, 1500) == 0
+        inbound = esp.SecurityAssociations(session, [sa], max_datagram_bytes=1500)
+        assert inbound.receive_from(feed.recv_into, max_count=4) == (4, [Dropped(2, 2, esp.SHORT)])
+        assert inbound.receive_from(feed.recv_into) == (2, [])
+        assert inbound.receive_from(feed.recv_into) == (0, [])
         assert drain(adapter) == inners
         assert_ring_clean(session)
     assert inbound.stats.drops[esp.SHORT] == 1
+    assert inbound.stats.rx_copies == inbound.stats.rx_copy_bytes == 0  # read in place
 
 
 def test_encrypt_many_round_trips():
     out, k, a = make(CBC)
-    inbound = esp.SecurityAssociations([make(CBC)[0]])
     inners = [ipv4(10), ipv6(300), ipv4(1000)]
     with ring_pair() as (session, adapter):
+        inbound = esp.SecurityAssociations(session, [make(CBC)[0]])
         for inner in inners:
             adapter.deliver(inner)
         packets = session.receive_many(10)
         datagrams = [bytes(d) for d in out.encrypt_many(packets)]
         session.release_many(packets)
         for datagram in datagrams:
-            assert inbound.receive_datagram(session, datagram) == esp.DELIVERED
+            assert outcome(inbound.feed(datagram)) == DELIVERED
         assert drain(adapter) == inners
+
+
+def test_a_full_ring_cuts_a_batch_short_without_losing_its_events():
+    sa, k, a = make(GCM)
+    inner = ipv4(900)
+    datagrams = [b"\xff"] + [seal(GCM, k, a, SPI, i + 1, trailer(inner, 4, 4)) for i in range(400)]
+    feed = Feed(datagrams)
+    with ring_pair() as (session, adapter):  # 128 KiB: far fewer than 400 packets of ~1 KiB fit
+        inbound = esp.SecurityAssociations(session, [sa], udp_encap=True)
+        count, events = inbound.receive_from(feed.recv_into, max_count=1000)
+        assert 1 < count < len(datagrams) and events == [Keepalive()]
+        assert len(feed.datagrams) == len(datagrams) - count  # nothing read was lost
+        with pytest.raises(RingFull):
+            inbound.receive_from(feed.recv_into)
+        assert len(drain(adapter)) == count - 1
+        assert inbound.receive_from(feed.recv_into, max_count=1) == (1, [])
+        assert_ring_clean(session)

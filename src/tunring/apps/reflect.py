@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..device import Device
 from ..errors import RingFull
@@ -53,15 +54,23 @@ def reflect(pkt: memoryview) -> bool:
     return peer_of(dst) != dst
 
 
-def serve(device: Device, stop: Callable[[], bool], *, batch: int = BATCH) -> int:
-    """Reflect packets on ``device`` until ``stop()`` is true; returns the number reflected.
+@dataclass
+class Reflected:
+    """What :func:`serve` did: ``packets`` reflected, each one memcpy'd (``copy_bytes`` in all)."""
+
+    packets: int = 0
+    copy_bytes: int = 0
+
+
+def serve(device: Device, stop: Callable[[], bool], *, batch: int = BATCH) -> Reflected:
+    """Reflect packets on ``device`` until ``stop()`` is true; returns what was reflected.
 
     Each reflected packet is copied into a newly allocated one (received and
     allocated packets live in different memory on a ring Session), and the
     batch goes out with one send_many so a device with offloads can coalesce.
     A full ring or kernel queue is waited out, never dropped.
     """
-    count = 0
+    done = Reflected()
     while not stop():
         if not device.wait(0.05):
             continue
@@ -80,11 +89,12 @@ def serve(device: Device, stop: Callable[[], bool], *, batch: int = BATCH) -> in
                     out = []
                     _wait_writable(device, len(data))
             q.buf[q.start : q.end] = data
+            done.copy_bytes += len(data)
             out.append(q)
         device.release_many(received)
         _flush(device, out)
-        count += len(out)
-    return count
+        done.packets += len(out)
+    return done
 
 
 def _flush(device: Device, out: list) -> None:

@@ -19,6 +19,7 @@ Client side::
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import logging
 import os
@@ -27,12 +28,13 @@ import signal
 import socket
 import struct
 import time
+from dataclasses import dataclass
 
 from ..adapter import Adapter
 from ..errors import DeviceError, RingClosed, RingCorrupt, RingFull
 from ..session import DEFAULT_CAPACITY, Session
 from ..shm import SessionHandle
-from .tun import TunDevice
+from .tun import SEND_BLOCKED, TunDevice
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,43 @@ CONNECT_TIMEOUT_S = 10.0
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
+class Stop(enum.Enum):
+    """Why a bridge stopped."""
+
+    CLOSED = "the session ended"
+    EXITED = "the client process has exited"
+    CORRUPT = "the client corrupted its ring"
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What :meth:`Bridge.run` (and :func:`serve`) report: the cause and its details.
+
+    ``failed`` is True when the client broke the ring protocol: the adapter
+    stopped because of the client, and a command should exit non-zero.
+    """
+
+    cause: Stop
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.cause is Stop.CORRUPT
+
+    def __str__(self) -> str:
+        return f"{self.cause.value}: {self.detail}" if self.detail else self.cause.value
+
+
 class Bridge:
     """Moves packets between an attached Adapter and a TunDevice until the client goes.
 
     ``run()`` returns when the client closed its session or died, after the
-    packets it had already published have been written to the kernel whole.
-    ``stats`` is the Adapter's; ``dropped`` counts kernel packets lost to a
-    full Send ring.
+    packets it had already published have been written to the kernel whole,
+    or when the client corrupted its ring.  Packets go between ring memory and
+    the TUN descriptor with no copy: ``os.write`` from a ring slot, ``os.readv``
+    into a reserved one.  ``stats`` is the Adapter's; ``dropped`` counts
+    kernel packets lost to a full Send ring, ``refused`` client packets the
+    kernel would not take.
     """
 
     def __init__(self, adapter: Adapter, tun: TunDevice, client_pid: int | None = None) -> None:
@@ -58,39 +90,61 @@ class Bridge:
         self.adapter = adapter
         self.tun = tun
         self.dropped = 0
-        self._scratch = bytearray(0xFFFF)  # where a packet with no room in the Send ring is read and dropped
+        self.refused = 0
+        self._scratch = memoryview(bytearray(0xFFFF))  # a packet with no room in the Send ring is read here, dropped
+        self._tun_fd = tun.fileno()
         fds = adapter.wait_fds()
         self._ring_fd = fds[0]
         self._pidfd = fds[1] if len(fds) > 1 else None
-        self._own_pidfd = self._pidfd is None and bool(client_pid)
-        if self._own_pidfd:
+        self._own_pidfd = False
+        if self._pidfd is None and client_pid:
             self._pidfd = os.pidfd_open(client_pid)
+            self._own_pidfd = True
+
+    def _read_into(self, view: memoryview) -> int | None:
+        """One packet from the kernel straight into ``view``; None if it has none queued."""
+        try:
+            return os.readv(self._tun_fd, [view])
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            raise DeviceError(e.errno, f"reading from {self.tun.name}: {e.strerror}") from None
+
+    def _write_from(self, view: memoryview) -> bool:
+        """One packet from ring memory to the kernel; False if its queue is full (try again)."""
+        try:
+            os.write(self._tun_fd, view)
+        except OSError as e:
+            if e.errno in SEND_BLOCKED:
+                return False
+            self.refused += 1
+            log.debug("%s: kernel refused a %d-byte packet: %s", self.tun.name, len(view), e.strerror)
+        return True
 
     def to_kernel(self) -> int:
         """Write what the client published to the kernel; the count written."""
         adapter, tun = self.adapter, self.tun
         packets = adapter.receive_many(BATCH)
         for p in packets:
-            while not tun.write_from(p.buf[p.start : p.end]):
+            while not self._write_from(p.buf[p.start : p.end]):
                 tun.wait_writable(len(p), 0.1)  # kernel back-pressure: hold the packet, do not drop it
         adapter.release_many(packets)
         return len(packets)
 
     def to_client(self) -> int:
         """Read what the kernel sent into reserved Send-ring slots; the count read."""
-        adapter, tun, mtu = self.adapter, self.tun, self.tun.mtu
+        adapter, mtu = self.adapter, self.tun.mtu
         count = 0
         while count < BATCH:
             try:
                 p = adapter.reserve(mtu)
             except RingFull:
-                n = tun.read_into(memoryview(self._scratch))
-                if n is None:
+                if self._read_into(self._scratch) is None:
                     break
                 self.dropped += 1
                 count += 1
                 continue
-            n = tun.read_into(p.buf[p.start : p.end])
+            n = self._read_into(p.buf[p.start : p.end])
             if n is None:
                 adapter.cancel(p)
                 break
@@ -98,8 +152,8 @@ class Bridge:
             count += 1
         return count
 
-    def run(self) -> str:
-        """Bridge until the client leaves; returns why it stopped."""
+    def run(self) -> Stopped:
+        """Bridge until the client leaves or breaks its ring; returns why it stopped."""
         poller = select.poll()
         poller.register(self.tun.fileno(), select.POLLIN)
         poller.register(self._ring_fd, select.POLLIN)
@@ -126,29 +180,29 @@ class Bridge:
                 if self._pidfd is not None and any(fd == self._pidfd for fd, _ in events):
                     return self._drain()
         except RingClosed as e:
-            return f"the session ended: {e}"
+            return Stopped(Stop.CLOSED, str(e))
         except RingCorrupt as e:
             log.error("client corrupted its ring: %s", e)
-            return f"the client corrupted its ring: {e}"
+            return Stopped(Stop.CORRUPT, str(e))
 
     def _client_exited(self, timeout_s: float) -> bool:
         return self._pidfd is not None and bool(select.select([self._pidfd], [], [], timeout_s)[0])
 
-    def _drain(self) -> str:
+    def _drain(self) -> Stopped:
         """The client died: what it had published was accepted, so deliver it whole."""
         while self.to_kernel():
             pass
-        return "the client process has exited"
+        return Stopped(Stop.EXITED)
 
     def close(self) -> None:
-        if self._own_pidfd:
+        if self._own_pidfd and self._pidfd is not None:
             os.close(self._pidfd)
         self.adapter.close()
         self.tun.close()
 
 
-def serve(socket_path: str, tun: TunDevice, *, accept_timeout_s: float | None = None) -> str:
-    """Accept one client on ``socket_path``, bridge its session to ``tun`` until it leaves."""
+def serve(socket_path: str, tun: TunDevice, *, accept_timeout_s: float | None = None) -> Stopped:
+    """Accept one client on ``socket_path``, bridge its session to ``tun`` until it leaves; why it stopped."""
     try:
         os.unlink(socket_path)
     except FileNotFoundError:
@@ -178,8 +232,9 @@ def serve(socket_path: str, tun: TunDevice, *, accept_timeout_s: float | None = 
         why = bridge.run()
     finally:
         bridge.close()
-    log.info("%s removed: %s (%d to kernel, %d to client, %d discarded, %d dropped)", tun.name, why,
-             adapter.stats.rx_packets, adapter.stats.tx_packets, adapter.stats.discards, bridge.dropped)
+    log.info("%s removed: %s (%d to kernel, %d to client, %d discarded, %d dropped, %d refused)", tun.name, why,
+             adapter.stats.rx_packets, adapter.stats.tx_packets, adapter.stats.discards, bridge.dropped,
+             bridge.refused)
     return why
 
 
@@ -242,7 +297,7 @@ def _unwind(signum, frame) -> None:
 def _main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _unwind)
     try:
-        tun = TunDevice(args.name, addresses=args.address, routes=args.route, mtu=args.mtu, netns=args.netns)
+        tun = TunDevice.create(args.name, addresses=args.address, routes=args.route, mtu=args.mtu, netns=args.netns)
     except DeviceError as e:
         logging.getLogger("tunring").error("%s", e.strerror or e)
         return 2

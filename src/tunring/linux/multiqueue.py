@@ -1,7 +1,7 @@
 """Serving a multiqueue TUN interface with one worker process per queue.
 
 The GIL makes processes, not threads, the way to use several cores: each
-worker gets one queue of a ``TunDevice(..., queues=N)`` (its own descriptor
+worker gets one queue of a ``TunDevice.create(..., queues=N)`` (its own descriptor
 and packet pool; the kernel spreads flows over the queues by hash) and runs
 ``target(queue, stop)`` until ``stop()`` turns true.  Workers are forked, so
 the queue descriptors and pool mappings are simply inherited.

@@ -48,7 +48,7 @@ _U32 = struct.Struct("!I")
 _SEQ_FLAGS_CHECK = struct.Struct("!I4xHxxH")  # TCP seq, data offset + flags, checksum (from offset 4)
 
 
-def csum_sum(data: memoryview | bytes, initial: int = 0) -> int:
+def csum_sum(data: memoryview | bytes | bytearray, initial: int = 0) -> int:
     """Ones' complement sum of ``data`` (padded to even length) plus ``initial``, mod 0xFFFF.
 
     ``data`` must start at an even offset of the checksummed region.
@@ -101,91 +101,104 @@ def _l3(pkt: memoryview) -> tuple[int, int]:
     raise PacketError(f"GSO packet is IP version {version}")
 
 
-def split(pkt: memoryview, gso_type: int, gso_size: int, csum_start: int,
-          take: Callable[[int], Packet]) -> list[Packet]:
-    """Cut one GSO packet into the packets it stands for; ``take(size)`` gives each one's memory.
-
-    TCP segments get consecutive sequence numbers, FIN/PSH only on the last and
-    CWR only on the first; IPv4 packets get consecutive IDs; every segment gets
-    a full IP, TCP or UDP checksum.
-    """
+def gso_headers(pkt: memoryview, gso_type: int, csum_start: int) -> tuple[int, int]:
+    """(IP header length, IP + TCP/UDP header length) of a GSO packet, checked against its virtio header."""
     gso_type &= ~GSO_ECN
     iphl, proto = _l3(pkt)
     if csum_start != iphl:
         raise PacketError(f"GSO packet's transport header at {csum_start}, IP header is {iphl} bytes")
-    v4 = pkt[0] >> 4 == 4
     if gso_type in (GSO_TCPV4, GSO_TCPV6):
-        if proto != IPPROTO_TCP or v4 != (gso_type == GSO_TCPV4):
+        if proto != IPPROTO_TCP or (pkt[0] >> 4 == 4) != (gso_type == GSO_TCPV4):
             raise PacketError(f"GSO type {gso_type} does not match the packet (IPv{pkt[0] >> 4}, protocol {proto})")
         hdr = iphl + (pkt[iphl + 12] >> 4) * 4
-        csum_at = TCP_CSUM_OFFSET
     elif gso_type == GSO_UDP_L4:  # not GSO_UDP (UFO: IP fragmentation), which we never enable
         if proto != IPPROTO_UDP:
             raise PacketError(f"UDP GSO packet carries protocol {proto}")
         hdr = iphl + 8
-        csum_at = UDP_CSUM_OFFSET
     else:
         raise PacketError(f"unknown GSO type {gso_type}")
-    n = len(pkt)
-    if gso_size <= 0 or hdr > n:
-        raise PacketError(f"GSO packet of {n} bytes with headers of {hdr} and segment size {gso_size}")
-    tcp = csum_at == TCP_CSUM_OFFSET
-    # Every segment's headers are the template's but for a few fields; sum the
-    # template once with those fields zeroed and add each segment's values
-    # (checksums are sums of 16-bit words, so the parts add up).
-    header = bytearray(pkt[:hdr])
-    seq = flags = ip_id = 0
+    if hdr > len(pkt):
+        raise PacketError(f"GSO packet of {len(pkt)} bytes with headers of {hdr}")
+    return iphl, hdr
+
+
+def segment_count(pkt: memoryview, gso_type: int, gso_size: int, csum_start: int) -> int:
+    """How many packets :func:`split` makes of this GSO packet (PacketError if it is inconsistent)."""
+    _, hdr = gso_headers(pkt, gso_type, csum_start)
+    if gso_size <= 0:
+        raise PacketError(f"GSO segment size {gso_size}")
+    return -(-(len(pkt) - hdr) // gso_size)
+
+
+def _template_sums(pkt: memoryview, iphl: int, hdr: int, tcp: bool) -> tuple[int, int]:
+    """Sums of the GSO packet's IPv4 header and pseudo-header + transport header without the
+    fields that differ per segment (IP length, ID and checksum; TCP seq, flags and checksum;
+    UDP length and checksum): each segment adds its own values to these.  A field's words are
+    subtracted rather than zeroed in a copy: checksums are sums of 16-bit words."""
+    ip_base = 0
+    if pkt[0] >> 4 == 4:
+        total, ip_id = _IP4_LEN_ID.unpack_from(pkt, 2)
+        ip_base = (csum_sum(pkt[:iphl]) - total - ip_id - _U16.unpack_from(pkt, 10)[0]) % 0xFFFF
+        addrs = pkt[12:20]
+    else:
+        addrs = pkt[8:40]
     if tcp:
-        seq = _U32.unpack_from(header, iphl + 4)[0]
-        flags = header[iphl + 13]
-        header[iphl + 4 : iphl + 8] = b"\0\0\0\0"
-        header[iphl + 13] = 0
+        seq = _U32.unpack_from(pkt, iphl + 4)[0]
+        varying = (seq >> 16) + (seq & 0xFFFF) + pkt[iphl + 13] + _U16.unpack_from(pkt, iphl + TCP_CSUM_OFFSET)[0]
+        proto = IPPROTO_TCP
     else:
-        header[iphl + 4 : iphl + 6] = b"\0\0"  # the UDP length, set per segment
-    header[iphl + csum_at : iphl + csum_at + 2] = b"\0\0"
-    if v4:
-        ip_id = _U16.unpack_from(header, 4)[0]
-        header[2:6] = b"\0\0\0\0"
-        header[10:12] = b"\0\0"
-        ip_base = csum_sum(header[:iphl])
-        addrs = header[12:20]
-    else:
-        header[4:6] = b"\0\0"
-        addrs = header[8:40]
-    l4_base = (csum_sum(header[iphl:]) + int.from_bytes(addrs, "big") + proto) % 0xFFFF
+        varying = _U16.unpack_from(pkt, iphl + 4)[0] + _U16.unpack_from(pkt, iphl + UDP_CSUM_OFFSET)[0]
+        proto = IPPROTO_UDP
+    l4_base = (csum_sum(pkt[iphl:hdr]) - varying + int.from_bytes(addrs, "big") + proto) % 0xFFFF
+    return ip_base, l4_base
+
+
+def split(pkt: memoryview, gso_type: int, gso_size: int, csum_start: int,
+          take: Callable[[int], Packet]) -> list[Packet]:
+    """Cut one GSO packet into the packets it stands for; ``take(size)`` gives each one's memory.
+
+    Each segment is a copy: the headers, then its part of the payload.  TCP
+    segments get consecutive sequence numbers, FIN/PSH only on the last and
+    CWR only on the first; IPv4 packets get consecutive IDs; every segment gets
+    a full IP, TCP or UDP checksum.
+    """
+    n = len(pkt)
+    count = segment_count(pkt, gso_type, gso_size, csum_start)
+    iphl, hdr = gso_headers(pkt, gso_type, csum_start)
+    tcp = gso_type & ~GSO_ECN != GSO_UDP_L4
+    v4 = pkt[0] >> 4 == 4
+    ip_base, l4_base = _template_sums(pkt, iphl, hdr, tcp)
+    ip_id = _U16.unpack_from(pkt, 4)[0] if v4 else 0
+    seq = _U32.unpack_from(pkt, iphl + 4)[0] if tcp else 0
+    flags = pkt[iphl + 13] if tcp else 0
     out: list[Packet] = []
-    offsets = range(hdr, n, gso_size)
-    last = len(offsets) - 1
-    l4_hdr = hdr - iphl
-    for i, off in enumerate(offsets):
+    for i in range(count):
+        off = hdr + i * gso_size
         chunk = min(gso_size, n - off)
         seg = take(hdr + chunk)
         buf, s = seg.buf, seg.start
-        buf[s : s + hdr] = header
+        buf[s : s + hdr] = pkt[:hdr]
         buf[s + hdr : s + hdr + chunk] = pkt[off : off + chunk]
-        l4_len = l4_hdr + chunk
+        l4_len = hdr - iphl + chunk
         if v4:
-            total = hdr + chunk
             pid = (ip_id + i) & 0xFFFF
-            _IP4_LEN_ID.pack_into(buf, s + 2, total, pid)
-            _U16.pack_into(buf, s + 10, csum_fold(ip_base + total + pid))
+            _IP4_LEN_ID.pack_into(buf, s + 2, hdr + chunk, pid)
+            _U16.pack_into(buf, s + 10, csum_fold(ip_base + hdr + chunk + pid))
         else:
             _U16.pack_into(buf, s + 4, l4_len)
         at = s + iphl
         if tcp:
             sq = (seq + off - hdr) & 0xFFFFFFFF
-            f = flags
-            if i != last:
-                f &= ~(TCP_FIN | TCP_PSH)
-            if i != 0:
-                f &= ~TCP_CWR
+            f = flags if i == count - 1 else flags & ~(TCP_FIN | TCP_PSH)
+            f = f if i == 0 else f & ~TCP_CWR
             _U32.pack_into(buf, at + 4, sq)
             buf[at + 13] = f
             check = csum_fold(csum_sum(pkt[off : off + chunk], l4_base + (sq >> 16) + (sq & 0xFFFF) + f + l4_len))
+            _U16.pack_into(buf, at + TCP_CSUM_OFFSET, check)
         else:
             _U16.pack_into(buf, at + 4, l4_len)
             check = csum_fold(csum_sum(pkt[off : off + chunk], l4_base + 2 * l4_len)) or 0xFFFF
-        _U16.pack_into(buf, at + csum_at, check)
+            _U16.pack_into(buf, at + UDP_CSUM_OFFSET, check)
         out.append(seg)
     return out
 
@@ -312,3 +325,24 @@ def coalesced_header(run: Sequence[Packet]) -> bytes:
     check = -(addrs + tcphl + offset + base + (seq >> 16) + (seq & 0xFFFF) + head[iphl + 13] + payload_sum) % 0xFFFF
     _U16.pack_into(head, iphl + TCP_CSUM_OFFSET, check)
     return VNET_HDR.pack(0, GSO_TCPV4 if v4 else GSO_TCPV6, hdr, mss, 0, 0)
+
+
+def head_fields(head: memoryview) -> tuple[int, int, int, int]:
+    """The fields of a run's head that :func:`coalesced_header` changes: IP length, IPv4 header
+    checksum, TCP flags and TCP checksum (kept as numbers: to undo the change, nothing is copied)."""
+    v4 = head[0] >> 4 == 4
+    iphl = 20 if v4 else 40
+    return (_U16.unpack_from(head, 2 if v4 else 4)[0], _U16.unpack_from(head, 10)[0] if v4 else 0,
+            head[iphl + 13], _U16.unpack_from(head, iphl + TCP_CSUM_OFFSET)[0])
+
+
+def restore_head(head: memoryview, fields: tuple[int, int, int, int]) -> None:
+    """Put back what :func:`head_fields` saved: the head is the segment it was (a write that did not happen)."""
+    length, ip_check, flags, tcp_check = fields
+    v4 = head[0] >> 4 == 4
+    iphl = 20 if v4 else 40
+    _U16.pack_into(head, 2 if v4 else 4, length)
+    if v4:
+        _U16.pack_into(head, 10, ip_check)
+    head[iphl + 13] = flags
+    _U16.pack_into(head, iphl + TCP_CSUM_OFFSET, tcp_check)

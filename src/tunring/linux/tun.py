@@ -1,26 +1,35 @@
 """TunDevice: a Linux TUN interface behind the :class:`~tunring.device.Device` API.
 
-The descriptor is ``/dev/net/tun`` opened with ``IFF_TUN | IFF_NO_PI`` (plus
-``IFF_VNET_HDR`` with offloads, ``IFF_MULTI_QUEUE`` with several queues); the
-interface is configured over rtnetlink (:mod:`tunring.linux.netlink`).  Packets
-live in a preallocated :class:`~tunring.pool.PacketPool`: ``receive`` reads
-with ``os.readv`` straight into a packet's slot and ``send`` writes with
-``os.write``/``os.writev`` straight from packet memory.  The interface exists
-as long as the descriptor is open: ``close()`` or the death of the process
-removes it.
+In parts, each usable on its own:
 
-Offloads (``offload=True``) work as wireguard-go's on Linux: TUNSETOFFLOAD
-with checksum, TSO4/TSO6 and, where the kernel has it, USO; the 10-byte
-virtio-net header lives in the packet headroom; large GSO reads are split into
-MTU-sized packets and ``send_many`` coalesces consecutive TCP segments of one
-flow into one write (see :mod:`tunring.linux.offload`).  ``tso=False`` keeps
-the write side (GRO) but leaves segmentation and checksums of what the kernel
-sends to the kernel.  Measure before choosing (``tunring bench tun``): in
-Python the per-segment work of splitting (above all the checksums) costs more
-than the read system calls TSO saves, and coalescing about what the writes
-save, so on the machine this was written on neither setting beat a plain
-device for TCP throughput; what offloads do buy is fewer, larger system calls
-and kernel packets.
+- :func:`open_tun` opens ``/dev/net/tun`` and attaches the descriptor to an
+  interface (``TUNSETIFF`` with ``IFF_TUN | IFF_NO_PI``, plus ``IFF_VNET_HDR``
+  for offloads and ``IFF_MULTI_QUEUE`` for several queues);
+- :func:`set_offloads` turns on checksum, TSO and USO offloads (``TUNSETOFFLOAD``);
+- :class:`TunDevice` is the Device over one open descriptor;
+- :func:`tunring.linux.netlink.configure` sets addresses, MTU, routes and link state.
+
+:meth:`TunDevice.create` does all of it: the convenient way to get a
+configured interface.  Packets live in a preallocated
+:class:`~tunring.pool.PacketPool`: ``receive`` reads with ``os.readv``
+straight into a packet's slot and ``send`` writes with ``os.write``/
+``os.writev`` straight from packet memory.  The interface exists as long as a
+descriptor is open: ``close()`` or the death of the process removes it.
+
+Offloads work as wireguard-go's on Linux: checksum, TSO4/TSO6 and, where the
+kernel has it, USO; the 10-byte virtio-net header lives in the packet
+headroom; large GSO reads are split into MTU-sized packets and ``send_many``
+coalesces consecutive TCP segments of one flow into one write (see
+:mod:`tunring.linux.offload`).  ``tso=False`` keeps the write side (GRO) but
+leaves segmentation and checksums of what the kernel sends to the kernel.
+Splitting copies every segment into a packet of its own: counted in
+``copies``/``copy_bytes``, as ``write`` (the copying send) is; nothing else on
+the read and write paths copies.  Measure before choosing (``tunring bench
+tun``): in Python the per-segment work of splitting (above all the checksums)
+costs more than the read system calls TSO saves, and coalescing about what the
+writes save, so on the machine this was written on neither setting beat a
+plain device for TCP throughput; what offloads do buy is fewer, larger system
+calls and kernel packets.
 """
 
 from __future__ import annotations
@@ -58,13 +67,15 @@ TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 TUN_F_USO4 = 0x20
 TUN_F_USO6 = 0x40
+TUN_F_SEGMENTATION = TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6  # reads may be GSO packets
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, flags, rest of the union
 
 DEFAULT_PACKETS = 512
 DEFAULT_HEADROOM = 32  # room for a VPN header (ESP's 24) and the virtio header
 DEFAULT_TAILROOM = 32  # room for a trailer (ESP padding + ICV)
 MAX_GSO_PACKET = 0xFFFF  # the largest packet a TSO/USO read may carry (IPv4 total length)
-_SEND_BLOCKED = (errno.EAGAIN, errno.ENOBUFS)
+#: errnos of a write the kernel did not take for now (its queue is full): back-pressure, not loss.
+SEND_BLOCKED = (errno.EAGAIN, errno.ENOBUFS)
 
 
 @dataclass
@@ -83,8 +94,13 @@ class TunStats:
     tx_dropped: int = 0  # packets the kernel refused
 
 
-def _open_tun(name: str, flags: int) -> tuple[int, str]:
-    """Open /dev/net/tun and attach it to interface ``name``; returns (fd, actual name)."""
+# -- the creating functions ------------------------------------------------------------
+def open_tun(name: str, flags: int = IFF_TUN | IFF_NO_PI) -> tuple[int, str]:
+    """Open /dev/net/tun (non-blocking) and attach it to interface ``name``; returns (fd, actual name).
+
+    ``name`` may hold ``%d`` for the kernel to pick a number.  Creating an
+    interface needs CAP_NET_ADMIN; every failure is a DeviceError that says why.
+    """
     try:
         fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -97,34 +113,115 @@ def _open_tun(name: str, flags: int) -> tuple[int, str]:
         ifr = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), flags))
     except OSError as e:
         os.close(fd)
-        if e.errno == errno.EPERM:
-            raise DeviceError(e.errno, f"creating TUN interface {name} needs CAP_NET_ADMIN "
-                              "(run as root or grant the capability)") from None
-        if e.errno == errno.EBUSY:
-            raise DeviceError(e.errno, f"interface name {name} is in use by another TUN device") from None
-        if e.errno == errno.EINVAL and netlink.link_index(name) is not None:
-            raise DeviceError(e.errno, f"interface name {name} is in use (by a device that is not "
-                              "a TUN with these flags)") from None
-        raise DeviceError(e.errno, f"TUNSETIFF {name}: {e.strerror}") from None
+        raise _attach_error(name, e) from None
     return fd, _IFREQ.unpack(ifr)[0].rstrip(b"\0").decode()
 
 
-class TunDevice(PoolDevice):
-    """A TUN interface as a Device: packets are windows into a preallocated pool.
+def _attach_error(name: str, e: OSError) -> DeviceError:
+    if e.errno == errno.EPERM:
+        return DeviceError(e.errno, f"creating TUN interface {name} needs CAP_NET_ADMIN "
+                           "(run as root or grant the capability)")
+    if e.errno == errno.EBUSY:
+        return DeviceError(e.errno, f"interface name {name} is in use by another TUN device")
+    if e.errno == errno.EINVAL and netlink.link_index(name) is not None:
+        return DeviceError(e.errno, f"interface name {name} is in use (by a device that is not "
+                           "a TUN with these flags)")
+    return DeviceError(e.errno, f"TUNSETIFF {name}: {e.strerror}")
 
-    ``TunDevice("tun0", addresses=["10.0.0.1/24"], mtu=1400)`` creates and
-    configures the interface (root or CAP_NET_ADMIN); ``netns`` creates it
-    inside that named network namespace.  Allocated and received packets have
-    ``headroom`` bytes before the data (at least the virtio header's 10 with
-    offloads; it is overwritten at send) and at least ``tailroom`` after.  A
-    full kernel queue raises RingFull from send (back-pressure: wait_writable
-    and retry); reads never block.  ``offload``/``tso``: see the module
-    docstring.  ``queues > 1`` makes a multiqueue interface
-    whose extra queues are ``self.queues[1:]``, each its own TunDevice.
+
+def set_offloads(fd: int, name: str, tso: bool = True) -> int:
+    """Turn on checksum offload and, with ``tso``, TSO4/TSO6 and USO where the kernel has it.
+
+    Returns the TUN_F_* mask the kernel took (0 with ``tso=False``: only the
+    virtio header, which GRO writes need).  The descriptor must have IFF_VNET_HDR.
+    """
+    base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+    for wanted in (base | TUN_F_USO4 | TUN_F_USO6, base) if tso else (0,):
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, wanted)
+            return wanted
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise DeviceError(e.errno, f"TUNSETOFFLOAD on {name}: {e.strerror}") from None
+    raise DeviceError(errno.EINVAL, f"the kernel refuses checksum/TSO offloads on {name}")
+
+
+def _descriptor_info(fd: int) -> tuple[str, int]:
+    """(interface name, IFF_* flags) of an attached TUN descriptor (TUNGETIFF)."""
+    try:
+        ifr = fcntl.ioctl(fd, TUNGETIFF, bytes(_IFREQ.size))
+    except OSError as e:
+        raise DeviceError(e.errno, f"descriptor {fd} is not an attached TUN device: {e.strerror}") from None
+    name, flags = _IFREQ.unpack(ifr)
+    if flags & (IFF_TUN | IFF_NO_PI) != IFF_TUN | IFF_NO_PI:
+        raise DeviceError(errno.EINVAL, f"descriptor {fd} is not IFF_TUN | IFF_NO_PI (flags {flags:#x})")
+    return name.rstrip(b"\0").decode(), flags
+
+
+def _checked_config(name: str, addresses: Iterable[str], routes: Iterable[str], mtu: int,
+                    queues: int) -> tuple[list[netlink.Address], list[netlink.Network]]:
+    """Everything create() can check before touching the kernel, as DeviceErrors."""
+    if "%" not in name:
+        netlink.check_name(name)
+    addrs = netlink.parse_addresses(addresses)
+    nets = netlink.parse_routes(routes)
+    netlink.check_mtu(mtu, ipv6=any(a.version == 6 for a in addrs))
+    if queues < 1:
+        raise DeviceError(f"queues must be at least 1, got {queues}")
+    return addrs, nets
+
+
+class TunDevice(PoolDevice):
+    """A TUN descriptor as a Device: packets are windows into a preallocated pool.
+
+    ``TunDevice(fd, mtu=1400)`` wraps a descriptor attached with
+    :func:`open_tun` (its name and IFF_VNET_HDR are read from it; it is made
+    non-blocking); ``offloads`` is the mask :func:`set_offloads` returned, which
+    says whether reads may be GSO packets.  :meth:`create` makes and configures
+    the interface.  Allocated and received packets have ``headroom`` bytes before
+    the data (at least the virtio header's 10 with IFF_VNET_HDR; it is
+    overwritten at send) and at least ``tailroom`` after.  A full kernel queue
+    raises RingFull from send (back-pressure: wait_writable and retry); reads
+    never block.  ``queues`` lists the interface's queues (a multiqueue
+    interface from :meth:`create`; closing the first closes them all).
+    ``netns`` and ``index`` are what :meth:`create` made it in (None, 0 when unknown).
     """
 
-    def __init__(
-        self,
+    def __init__(self, fd: int, *, mtu: int = 1500, offloads: int = 0, headroom: int = DEFAULT_HEADROOM,
+                 tailroom: int = DEFAULT_TAILROOM, packets: int = DEFAULT_PACKETS) -> None:
+        self.name, flags = _descriptor_info(fd)
+        os.set_blocking(fd, False)
+        self.offload = bool(flags & IFF_VNET_HDR)
+        self.offloads = offloads
+        self.mtu = mtu
+        self.headroom = max(headroom, VNET_HDR_LEN) if self.offload else headroom
+        self.tailroom = tailroom
+        self.netns: str | None = None
+        self.index = 0
+        self.queues: list[TunDevice] = [self]
+        self.stats = TunStats()
+        self.copies = 0  # packets memcpy'd: GSO segments and write()
+        self.copy_bytes = 0
+        self._fd = fd
+        self._closed = False
+        # A read lands in a slot whole: one byte more than the largest packet expected, so
+        # that a longer one (which the kernel truncates to fit) shows as too long.  With TSO
+        # that is a 64 KiB GSO packet: the slots are that big, but the mapping only takes
+        # memory where packets were written.  Allocations stay limited to the MTU.
+        read_room = (MAX_GSO_PACKET if offloads & TUN_F_SEGMENTATION else mtu) + 1
+        self._pool = pool = PacketPool(packets, read_room, self.headroom, tailroom, self)
+        self.max_packet = mtu
+        self._ready: deque[Packet] = deque()  # segments of a split GSO read not yet handed out
+        self._last: Packet | None = None
+        # Per-slot read buffers (virtio header included), made once: a read is one readv into
+        # one buffer, and a GSO read is split straight from its slot.
+        data, vnet = self.headroom, VNET_HDR_LEN if self.offload else 0
+        self._read_iovs = {lo: [pool.buf[lo + data - vnet : lo + data + read_room]]
+                           for lo in range(0, pool.count * pool.slot_bytes, pool.slot_bytes)}
+
+    @classmethod
+    def create(
+        cls,
         name: str = "tun%d",
         *,
         addresses: Iterable[str] = (),
@@ -138,108 +235,79 @@ class TunDevice(PoolDevice):
         tso: bool = True,
         queues: int = 1,
         netns: str | None = None,
-    ) -> None:
-        if "%" not in name:
-            netlink.check_name(name)
-        addrs = netlink.parse_addresses(addresses)
-        nets = netlink.parse_routes(routes)
-        netlink.check_mtu(mtu, ipv6=any(a.version == 6 for a in addrs))
-        if queues < 1:
-            raise DeviceError(f"queues must be at least 1, got {queues}")
-        if offload and headroom < VNET_HDR_LEN:
-            headroom = VNET_HDR_LEN
+    ) -> TunDevice:
+        """Create a TUN interface, configure it and return its (first) queue's device.
+
+        ``TunDevice.create("tun0", addresses=["10.0.0.1/24"], mtu=1400)`` needs
+        root or CAP_NET_ADMIN; ``netns`` creates it inside that named network
+        namespace.  ``offload``/``tso``: see the module docstring.  ``queues > 1``
+        makes a multiqueue interface whose extra queues are ``queues[1:]``.
+        """
+        addrs, nets = _checked_config(name, addresses, routes, mtu, queues)
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0) | (IFF_MULTI_QUEUE if queues > 1 else 0)
-        self.mtu = mtu
-        self.offload = offload
-        self.netns = netns
-        self._gso = offload and tso
-        self._setup(mtu, headroom, tailroom, packets)
+        devices: list[TunDevice] = []
         with netlink.netns(netns):
             if "%" not in name and netlink.link_index(name) is not None:
                 raise DeviceError(errno.EEXIST, f"interface name {name} is in use")
-            self._fd, self.name = _open_tun(name, flags)
             try:
-                self.offloads = self._enable_offloads(tso) if offload else 0
-                self.queues: list[TunDevice] = [self]
-                for _ in range(queues - 1):
-                    self.queues.append(self._sibling(flags, headroom, tailroom, packets))
-                self.index = netlink.configure(self.name, mtu=mtu, addresses=addrs, routes=nets, up=up)
+                for _ in range(queues):  # the first queue names the interface, the others join it
+                    fd, name = open_tun(name, flags)
+                    try:
+                        offloads = set_offloads(fd, name, tso) if offload else 0
+                        devices.append(cls(fd, mtu=mtu, offloads=offloads, headroom=headroom, tailroom=tailroom,
+                                           packets=packets))
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                index = netlink.configure(name, mtu=mtu, addresses=addrs, routes=nets, up=up)
             except BaseException:
-                self.close()
+                for device in devices:
+                    device.close()
                 raise
-        log.info("opened TUN %s (mtu %d, offloads %#x, %d queue(s))", self.name, mtu, self.offloads, queues)
-
-    def _setup(self, mtu: int, headroom: int, tailroom: int, packets: int) -> None:
-        self.headroom = headroom
-        self.tailroom = tailroom
-        self.stats = TunStats()
-        self._fd = -1
-        self._closed = False
-        self.queues = [self]
-        # A read lands in a slot whole: one byte more than the largest packet expected, so
-        # that a longer one (which the kernel truncates to fit) shows as too long.  With TSO
-        # that is a 64 KiB GSO packet: the slots are that big, but the mapping only takes
-        # memory where packets were written.  Allocations stay limited to the MTU.
-        read_room = (MAX_GSO_PACKET if self._gso else mtu) + 1
-        self._pool = PacketPool(packets, read_room, headroom, tailroom, self)
-        self.max_packet = mtu
-        self._ready: deque[Packet] = deque()  # segments of a split GSO read not yet handed out
-        self._last: Packet | None = None
-        pool, vlen = self._pool, VNET_HDR_LEN if self.offload else 0
-        # Per-slot read buffers (virtio header included), made once: a read is one readv into
-        # one buffer, and a GSO read is split straight from its slot.
-        self._read_iovs = {lo: [pool.buf[lo + headroom - vlen : lo + headroom + read_room]]
-                           for lo in range(0, pool.count * pool.slot_bytes, pool.slot_bytes)}
-
-    def _sibling(self, flags: int, headroom: int, tailroom: int, packets: int) -> TunDevice:
-        """Another queue of this multiqueue interface, with its own descriptor and pool."""
-        q = TunDevice.__new__(TunDevice)
-        q.mtu, q.offload, q.netns, q.name, q.index = self.mtu, self.offload, self.netns, self.name, 0
-        q._gso = self._gso
-        q._setup(self.mtu, headroom, tailroom, packets)
-        q._fd, _ = _open_tun(self.name, flags)
-        q.offloads = q._enable_offloads(self.offloads != 0) if self.offload else 0
-        return q
-
-    def _enable_offloads(self, tso: bool) -> int:
-        base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-        for wanted in (base | TUN_F_USO4 | TUN_F_USO6, base) if tso else (0,):
-            try:
-                fcntl.ioctl(self._fd, TUNSETOFFLOAD, wanted)
-                return wanted
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise DeviceError(e.errno, f"TUNSETOFFLOAD on {self.name}: {e.strerror}") from None
-        raise DeviceError(errno.EINVAL, f"the kernel refuses checksum/TSO offloads on {self.name}")
+        for device in devices:
+            device.netns, device.index = netns, index
+        devices[0].queues = devices
+        log.info("opened TUN %s (mtu %d, offloads %#x, %d queue(s))", name, mtu, devices[0].offloads, queues)
+        return devices[0]
 
     # -- sending (allocate, shrink_and_send, cancel: PoolDevice) -----------------
     def _closed_error(self) -> RingClosed:
         return RingClosed(f"TUN device {self.name} is closed")
 
-    def _write(self, packet: Packet, iov: list | None = None) -> bool:
-        """One write; False if the kernel queue is full (the packet stays the caller's)."""
+    def _queue_full(self) -> RingFull:
+        return RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
+
+    def _write_failed(self, e: OSError, nbytes: int) -> bool:
+        """What a failed write means: False if the kernel queue is full (the packet stays the
+        caller's), True if the kernel refused the packet (dropped and counted); RingClosed once closed."""
+        if e.errno in SEND_BLOCKED:
+            return False
+        if self._closed:
+            raise self._closed_error() from None
+        self.stats.tx_dropped += 1
+        log.debug("%s: kernel refused a %d-byte packet: %s", self.name, nbytes, e.strerror)
+        return True
+
+    def _write(self, packet: Packet, iov: list[memoryview] | None = None) -> bool:
+        """One write of ``packet`` (or of ``iov``, a coalesced run); False if the kernel queue is full."""
         try:
             if iov is not None:
                 n = os.writev(self._fd, iov)
             elif self.offload:
                 start = packet.start
-                if start - packet.lo < VNET_HDR_LEN:
-                    raise PacketError(f"send: {VNET_HDR_LEN} bytes of headroom are needed for the virtio header")
                 packet.buf[start - VNET_HDR_LEN : start] = ZERO_HDR
                 n = os.write(self._fd, packet.buf[start - VNET_HDR_LEN : packet.end])
             else:
                 n = os.write(self._fd, packet.buf[packet.start : packet.end])
         except OSError as e:
-            if e.errno in _SEND_BLOCKED:
-                return False
-            if e.errno == errno.EBADF and self._closed:
-                raise RingClosed(f"TUN device {self.name} is closed") from None
-            self.stats.tx_dropped += 1
-            log.debug("%s: kernel refused a %d-byte packet: %s", self.name, len(packet), e.strerror)
-            return True
+            return self._write_failed(e, len(packet))
         self.stats.writes += 1
         self.stats.write_bytes += n
         return True
+
+    def _check_vnet_room(self, packet: Packet, verb: str) -> None:
+        if self.offload and packet.start - packet.lo < VNET_HDR_LEN:  # the header must stay in the packet's memory
+            raise PacketError(f"{verb}: {VNET_HDR_LEN} bytes of headroom are needed for the virtio header")
 
     def _done(self, packet: Packet) -> None:
         if self._last is packet:
@@ -249,8 +317,9 @@ class TunDevice(PoolDevice):
 
     def send(self, packet: Packet) -> None:
         self._check(packet, ALLOCATED, "send")
+        self._check_vnet_room(packet, "send")
         if not self._write(packet):
-            raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
+            raise self._queue_full()
         self._done(packet)
 
     def send_many(self, packets: list[Packet]) -> None:
@@ -264,28 +333,30 @@ class TunDevice(PoolDevice):
             return
         for p in packets:
             self._check(p, ALLOCATED, "send_many")
-            if p.start - p.lo < VNET_HDR_LEN:  # the virtio header must stay inside the packet's memory
-                raise PacketError(f"send_many: {VNET_HDR_LEN} bytes of headroom are needed for the virtio header")
+            self._check_vnet_room(p, "send_many")
         for run in offload.coalesce(packets):
-            head = run[0]
             if len(run) == 1:
-                if not self._write(head):
-                    raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
-                self._done(head)
+                if not self._write(run[0]):
+                    raise self._queue_full()
+                self._done(run[0])
                 continue
-            data = head.data
-            saved = bytes(data[: (40 if data[0] >> 4 == 6 else 20) + 60])  # headers, restored on EAGAIN
-            vhdr = offload.coalesced_header(run)
-            hdr_len = VNET_HDR.unpack(vhdr)[2]
-            head.buf[head.start - VNET_HDR_LEN : head.start] = vhdr
-            iov = [head.buf[head.start - VNET_HDR_LEN : head.end]]
-            iov.extend(p.buf[p.start + hdr_len : p.end] for p in run[1:])
-            if not self._write(head, iov):
-                data[: len(saved)] = saved
-                raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
-            self.stats.gro_runs += 1
-            for p in run:
-                self._done(p)
+            self._send_run(run)
+
+    def _send_run(self, run: list[Packet]) -> None:
+        """One GSO write for a coalesced run: the head's headers describe it, the others add their payloads."""
+        head = run[0]
+        fields = offload.head_fields(head.data)  # put back if the write does not happen
+        vhdr = offload.coalesced_header(run)
+        hdr_len = VNET_HDR.unpack(vhdr)[2]
+        head.buf[head.start - VNET_HDR_LEN : head.start] = vhdr
+        iov = [head.buf[head.start - VNET_HDR_LEN : head.end]]
+        iov.extend(p.buf[p.start + hdr_len : p.end] for p in run[1:])
+        if not self._write(head, iov):
+            offload.restore_head(head.data, fields)
+            raise self._queue_full()
+        self.stats.gro_runs += 1
+        for p in run:
+            self._done(p)
 
     def _send_plain(self, packets: list[Packet]) -> None:
         """send_many without offloads: one write per packet, the loop kept tight (it is the hot path)."""
@@ -298,12 +369,9 @@ class TunDevice(PoolDevice):
                 try:
                     nbytes += write(fd, p.buf[p.start : p.end])
                 except OSError as e:
-                    if e.errno in _SEND_BLOCKED:
-                        raise RingFull(f"{self.name}: the kernel queue is full; wait_writable() and send again")
-                    if self._closed:
-                        raise RingClosed(f"TUN device {self.name} is closed") from None
+                    if not self._write_failed(e, len(p)):
+                        raise self._queue_full() from None
                     dropped += 1
-                    log.debug("%s: kernel refused a %d-byte packet: %s", self.name, len(p), e.strerror)
                 p.state = DONE
                 free.append(p.lo)
                 sent += 1
@@ -311,56 +379,18 @@ class TunDevice(PoolDevice):
             stats.writes += sent - dropped
             stats.write_bytes += nbytes
             stats.tx_packets += sent - dropped
-            stats.tx_dropped += dropped
             if self._last is not None and self._last.state == DONE:
                 self._last = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` into a new packet and send it (the copying path; counted)."""
+        super().write(data)
+        self.copy_bytes += len(data)
 
     def wait_writable(self, size: int = 0, timeout_s: float | None = None) -> bool:
         """Wait until the kernel takes writes again; False on timeout (``size`` as in Session's, unused)."""
         ready = select.select([], [self._fd], [], timeout_s)[1]
         return bool(ready)
-
-    # -- raw I/O into and out of someone else's packet memory (the ring bridge) ------
-    def read_into(self, buf: memoryview) -> int | None:
-        """Read one packet into ``buf``; its length, or None if the kernel has none queued.
-
-        For bridges whose packets live elsewhere (ring slots); needs offload=False.
-        A packet longer than ``buf`` is cut by the kernel: give MTU-sized buffers.
-        """
-        if self.offload:
-            raise PacketError("read_into: reads from an offloading device carry a virtio header")
-        try:
-            n = os.readv(self._fd, [buf])
-        except BlockingIOError:
-            return None
-        except OSError as e:
-            if self._closed:
-                raise RingClosed(f"TUN device {self.name} is closed") from None
-            raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
-        self.stats.reads += 1
-        self.stats.read_bytes += n
-        self.stats.rx_packets += 1
-        return n
-
-    def write_from(self, data: memoryview) -> bool:
-        """Write one packet from ``data``; False if the kernel queue is full (try again).
-
-        A packet the kernel refuses is dropped and counted in ``stats.tx_dropped``.
-        """
-        try:
-            n = os.write(self._fd, data)
-        except OSError as e:
-            if e.errno in _SEND_BLOCKED:
-                return False
-            if self._closed:
-                raise RingClosed(f"TUN device {self.name} is closed") from None
-            self.stats.tx_dropped += 1
-            log.debug("%s: kernel refused a %d-byte packet: %s", self.name, len(data), e.strerror)
-            return True
-        self.stats.writes += 1
-        self.stats.write_bytes += n
-        self.stats.tx_packets += 1
-        return True
 
     # -- receiving ---------------------------------------------------------------
     def receive(self) -> Packet | None:
@@ -369,8 +399,105 @@ class TunDevice(PoolDevice):
         got = self.receive_many(1)
         return got[0] if got else None
 
-    def _receive_vnet(self, lo: int, start: int, n: int) -> Packet | None:
-        """A read with a virtio header that asks for work: finish its checksum or split it."""
+    def receive_many(self, max_count: int) -> list[Packet]:
+        """Up to ``max_count`` packets, each read by one readv straight into its slot.
+
+        Segments of a split GSO read come first; then :meth:`_read_plain` or,
+        with the virtio header, :meth:`_read_vnet` read what the kernel has.
+        """
+        out: list[Packet] = []
+        ready = self._ready
+        while ready and len(out) < max_count:
+            out.append(ready.popleft())
+        if self._closed and not out:
+            raise self._closed_error()
+        if len(out) < max_count:
+            if self.offload:
+                self._read_vnet(out, max_count)
+            else:
+                self._read_plain(out, max_count)
+        if not out and not self._pool.free:
+            self._refuse(0)  # RingFull: the pool is exhausted
+        return out
+
+    def _read_error(self, e: OSError) -> Exception:
+        if self._closed:
+            return self._closed_error()
+        return DeviceError(e.errno, f"reading from {self.name}: {e.strerror}")
+
+    def _read_plain(self, out: list[Packet], max_count: int) -> None:
+        """Reads without a virtio header: each is one packet as it stands, in its slot (the hottest loop)."""
+        pool, stats = self._pool, self.stats
+        fd, readv, free, iovs, buf = self._fd, os.readv, pool.free, self._read_iovs, pool.buf
+        headroom, slot, limit, append = self.headroom, pool.slot_bytes, self.mtu, out.append
+        reads = nbytes = dropped = 0
+        try:
+            for _ in range(min(max_count - len(out), len(free))):
+                lo = free.pop()
+                n = readv(fd, iovs[lo])
+                reads += 1
+                nbytes += n
+                if n > limit:  # the kernel cut a packet longer than the MTU to the slot
+                    free.append(lo)
+                    dropped += 1
+                    continue
+                start = lo + headroom
+                packet = new(Packet)  # Packet(...) spelled out, as the ring does
+                packet.buf, packet.start, packet.end, packet.lo, packet.hi = buf, start, start + n, lo, lo + slot
+                packet.owner, packet.state = self, RECEIVED
+                append(packet)
+        except BlockingIOError:
+            free.append(lo)
+        except OSError as e:
+            free.append(lo)
+            raise self._read_error(e) from None
+        finally:
+            stats.reads += reads
+            stats.read_bytes += nbytes
+            stats.rx_packets += reads - dropped
+            stats.rx_dropped += dropped
+
+    def _read_vnet(self, out: list[Packet], max_count: int) -> None:
+        """Reads with the virtio header in the headroom: one that asks for nothing (no GSO, no
+        checksum to finish) is a packet as it stands; the others go to :meth:`_finish_vnet`."""
+        pool, stats = self._pool, self.stats
+        fd, readv, free, iovs, buf = self._fd, os.readv, pool.free, self._read_iovs, pool.buf
+        headroom, slot, limit = self.headroom, pool.slot_bytes, self.mtu + VNET_HDR_LEN
+        reads = nbytes = plain = 0
+        try:
+            while len(out) < max_count and free:
+                lo = free.pop()
+                iov = iovs[lo]
+                try:
+                    n = readv(fd, iov)
+                except BlockingIOError:
+                    free.append(lo)
+                    return
+                except OSError as e:
+                    free.append(lo)
+                    raise self._read_error(e) from None
+                reads += 1
+                nbytes += n
+                if VNET_HDR_LEN <= n <= limit and not (iov[0][0] or iov[0][1]):  # flags, gso_type: nothing asked
+                    start = lo + headroom
+                    out.append(Packet(buf, start, start + n - VNET_HDR_LEN, lo, lo + slot, self, RECEIVED))
+                    plain += 1
+                    continue
+                packets = self._finish_vnet(lo, n)  # counts what it hands out
+                room = max_count - len(out)
+                out.extend(packets[:room])
+                self._ready.extend(packets[room:])
+        finally:
+            stats.reads += reads
+            stats.read_bytes += nbytes
+            stats.rx_packets += plain
+
+    def _finish_vnet(self, lo: int, n: int) -> list[Packet]:
+        """A read whose virtio header asks for work: finish its checksum, or split its GSO packet.
+
+        The packets it stands for, counted; none (the read dropped and
+        counted) if the header or the packet is inconsistent.
+        """
         pool = self._pool
         view = self._read_iovs[lo][0]
         flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(view)
@@ -386,116 +513,30 @@ class TunDevice(PoolDevice):
                 if flags & NEEDS_CSUM:
                     offload.complete_checksum(pkt, csum_start, csum_offset)
                 self.stats.rx_packets += 1
-                return Packet(pool.buf, start, start + len(pkt), lo, lo + pool.slot_bytes, self, RECEIVED)
-            hdr = csum_start + (((pkt[csum_start + 12] >> 4) * 4) if gso_type & ~offload.GSO_ECN in
-                                (offload.GSO_TCPV4, offload.GSO_TCPV6) else 8)
-            needed = -(-(len(pkt) - hdr) // gso_size) if gso_size else 0
-            if needed > len(pool.free):
-                raise PacketError(f"a GSO read needs {needed} packets, {len(pool.free)} are free")
-            # The segments go to other slots; this one is given back once they are cut.
-            segments = offload.split(pkt, gso_type, gso_size, csum_start, lambda size: pool.take(size, RECEIVED))
+                start = lo + self.headroom
+                return [Packet(pool.buf, start, start + len(pkt), lo, lo + pool.slot_bytes, self, RECEIVED)]
+            segments = self._split(pkt, gso_type, gso_size, csum_start)
         except (PacketError, IndexError) as e:
             pool.free.append(lo)
             self.stats.rx_dropped += 1
             log.debug("%s: dropped a read: %s", self.name, e)
-            return None
-        pool.free.append(lo)
-        self.stats.gso_splits += 1
-        self.stats.rx_packets += len(segments)
-        self._ready.extend(segments[1:])
-        return segments[0] if segments else None
+            return []
+        pool.free.append(lo)  # the segments are in other slots: this one is free again
+        return segments
 
-    def receive_many(self, max_count: int) -> list[Packet]:
-        """Up to ``max_count`` packets: a tight loop of readv, one packet per read into its slot.
-
-        With offloads a read whose virtio header asks for nothing (no GSO, no
-        checksum to finish) is a packet as it stands; anything else goes
-        through :meth:`_receive_vnet` (checksum completion, GSO split).
-        """
-        out: list[Packet] = []
-        ready = self._ready
-        while ready and len(out) < max_count:
-            out.append(ready.popleft())
-        if self._closed and not out:
-            raise RingClosed(f"TUN device {self.name} is closed")
-        pool, stats = self._pool, self.stats
-        fd, readv, free, iovs, buf = self._fd, os.readv, pool.free, self._read_iovs, pool.buf
-        headroom, slot = self.headroom, pool.slot_bytes
-        vlen = VNET_HDR_LEN if self.offload else 0
-        limit = self.mtu + vlen
-        reads = nbytes = plain = 0
-        if not vlen:
-            # No virtio header: every read is one packet as it stands (the hottest loop).
-            dropped = 0
-            append = out.append
-            try:
-                for _ in range(min(max_count - len(out), len(free))):
-                    lo = free.pop()
-                    try:
-                        n = readv(fd, iovs[lo])
-                    except BlockingIOError:
-                        free.append(lo)
-                        break
-                    nbytes += n
-                    if n > limit:
-                        free.append(lo)
-                        dropped += 1
-                        continue
-                    start = lo + headroom
-                    packet = new(Packet)  # Packet(...) spelled out, as the ring does
-                    packet.buf = buf
-                    packet.start = start
-                    packet.end = start + n
-                    packet.lo = lo
-                    packet.hi = lo + slot
-                    packet.owner = self
-                    packet.state = RECEIVED
-                    append(packet)
-            except OSError as e:
-                free.append(lo)
-                raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
-            finally:
-                stats.reads += len(out) + dropped
-                stats.read_bytes += nbytes
-                stats.rx_packets += len(out)
-                stats.rx_dropped += dropped
-            if not out and not free:
-                raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
-            return out
-        try:
-            while len(out) < max_count and free:
-                # Plain reads in a tight loop; a GSO read breaks out to be split.
-                for _ in range(min(max_count - len(out), len(free))):
-                    lo = free.pop()
-                    iov = iovs[lo]
-                    try:
-                        n = readv(fd, iov)
-                    except BlockingIOError:
-                        free.append(lo)
-                        return out
-                    except OSError as e:
-                        free.append(lo)
-                        raise DeviceError(e.errno, f"reading from {self.name}: {e.strerror}") from None
-                    reads += 1
-                    nbytes += n
-                    if vlen <= n <= limit and not (iov[0][0] or iov[0][1]):  # the header asks for nothing
-                        start = lo + headroom
-                        out.append(Packet(buf, start, start + n - vlen, lo, lo + slot, self, RECEIVED))
-                        plain += 1
-                        continue
-                    packet = self._receive_vnet(lo, lo + headroom, n)  # counts what it hands out
-                    if packet is not None:
-                        out.append(packet)
-                        while ready and len(out) < max_count:
-                            out.append(ready.popleft())
-                        break
-        finally:
-            stats.reads += reads
-            stats.read_bytes += nbytes
-            stats.rx_packets += plain
-        if not out and not free:
-            raise RingFull(f"packet pool exhausted: all {pool.count} packets are out; release some first")
-        return out
+    def _split(self, pkt: memoryview, gso_type: int, gso_size: int, csum_start: int) -> list[Packet]:
+        """Cut a GSO packet into new packets of the pool: each segment is a copy, counted."""
+        pool = self._pool
+        needed = offload.segment_count(pkt, gso_type, gso_size, csum_start)
+        if needed > len(pool.free):
+            raise PacketError(f"a GSO read needs {needed} packets, {len(pool.free)} are free")
+        segments = offload.split(pkt, gso_type, gso_size, csum_start, lambda size: pool.take(size, RECEIVED))
+        stats = self.stats
+        stats.gso_splits += 1
+        stats.rx_packets += len(segments)
+        self.copies += len(segments)
+        self.copy_bytes += sum(p.end - p.start for p in segments)
+        return segments
 
     def release(self, packet: Packet) -> None:
         self._check(packet, RECEIVED, "release")
@@ -513,7 +554,7 @@ class TunDevice(PoolDevice):
         if self._ready:
             return True
         if self._closed:
-            raise RingClosed(f"TUN device {self.name} is closed")
+            raise self._closed_error()
         return bool(select.select([self._fd], [], [], timeout_s)[0])
 
     def arm(self) -> bool:
@@ -530,8 +571,7 @@ class TunDevice(PoolDevice):
         for q in self.queues:
             if q is not self:
                 q.close()
-        if self._fd >= 0:
-            os.close(self._fd)
+        os.close(self._fd)
         self._ready.clear()
 
     def __repr__(self) -> str:

@@ -88,7 +88,7 @@ def _pytun():
 def _tunring(offload: bool = False, tso: bool = True):
     from ...linux import TunDevice
 
-    return TunDevice(IFNAME, addresses=ADDRESSES, offload=offload, tso=tso, packets=1024)
+    return TunDevice.create(IFNAME, addresses=ADDRESSES, offload=offload, tso=tso, packets=1024)
 
 
 def _set_txqlen(n: int) -> None:
