@@ -112,3 +112,188 @@ def _recv_exactly(sock: socket.socket, nbytes: int) -> bytes:
 
 def pid_alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
+
+
+# -- the gateway in this process (to look inside it), and a PPP client written in Python -------
+@contextlib.contextmanager
+def gateway_thread(tmp_path, protocol: str = "f5", hdlc: bool = False, **settings):
+    """A Gateway serving from a thread of this process (in the test's namespace) on 127.0.0.1;
+    yields (gateway, cert-pin).  Extra keyword arguments go to ServeSettings (short PPP timers)."""
+    import ipaddress
+
+    from tunring.apps.serve.gateway import Gateway, ServeSettings
+    from tunring.apps.serve.users import load_users
+
+    cert, key, users, pin = rig.credentials(str(tmp_path), USERS, "127.0.0.1")
+    config = ServeSettings(protocol=protocol, listen=(settings.pop("host", "127.0.0.1"), PORT), cert=cert,
+                           key=key, users=load_users(users), pool=ipaddress.IPv4Network(POOL),
+                           pool6=ipaddress.IPv6Network(POOL6), hdlc=hdlc, dns=(ipaddress.ip_address(DNS),),
+                           **settings)
+    gateway = Gateway(config)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            gateway.run(stop.is_set)
+        except BaseException as e:  # surfaced by the test, not lost in the thread
+            failure.append(e)
+            raise
+
+    thread = threading.Thread(target=main, name="gateway", daemon=True)
+    thread.start()
+    try:
+        yield gateway, pin
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive(), "the gateway did not stop"
+        if failure:
+            raise failure[0]
+
+
+class PppClient:
+    """A PPP client of our own over one TLS connection to the gateway: the engine in its client
+    role, a tunring codec on a loopback device.  Hostile tests drive ``sock`` by hand."""
+
+    def __init__(self, framing: str, sock, head_rest: bytes = b"", **config) -> None:
+        from tunring.loopback import LoopbackDevice
+        from tunring.proto import FRAMINGS
+        from tunring.proto.ppp_engine import PppConfig, PppEngine
+
+        self.sock = sock
+        self.device = LoopbackDevice(mtu=40000, packets=64)
+        self.codec = FRAMINGS[framing](self.device, max_payload=1500)
+        self.engine = PppEngine(PppConfig(**config))
+        self.received: list[bytes] = []
+        self.controls: list = []
+        self.closed = False
+        self.answering = True  # the engine answers what arrives (False: the test answers by hand)
+        self.start = time.monotonic()
+        self._send(self.engine.start(0.0))
+        if head_rest:
+            self._feed(head_rest)
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_ip(self, packet: bytes) -> None:
+        self.sock.sendall(self.codec.encode_bytes(packet))
+
+    def _send(self, frames) -> None:
+        hdlc = hasattr(self.codec, "rx_accm")
+        for frame in frames:
+            if hdlc:  # RFC 1662 7.1: LCP fully escaped, the rest with the peer's ACCM
+                self.codec.tx_accm = 0xFFFFFFFF if frame.kind == 0xC021 else self.engine.tx_accm
+            self.sock.sendall(self.codec.encode_control(frame))
+        if hdlc:
+            self.codec.rx_accm = self.engine.rx_accm
+            self.codec.tx_accm = self.engine.tx_accm
+
+    def _feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while len(view):
+            room = self.codec.want()
+            n = min(len(room), len(view))
+            room[:n] = view[:n]
+            view = view[n:]
+            self._events(self.codec.received(n))
+
+    def _events(self, events) -> None:
+        from tunring.proto.base import Control
+
+        for event in events:
+            if isinstance(event, Control):
+                self.controls.append(event)
+                if self.answering:
+                    self._send(self.engine.receive(event.kind, event.payload, self.now()))
+        while (p := self.device.receive()) is not None:
+            self.received.append(bytes(p.data))
+            self.device.release(p)
+
+    def pump(self, until, timeout_s: float = 10.0) -> bool:
+        """Read and answer until ``until()`` or the timeout; False on timeout, or when the gateway closes."""
+        import select
+        import ssl
+
+        deadline = time.monotonic() + timeout_s
+        while not until():
+            if self.closed or time.monotonic() > deadline:
+                return until()
+            if self.sock.pending() == 0:
+                select.select([self.sock], [], [], 0.05)
+            try:
+                data = self.sock.recv(65536)
+            except (ssl.SSLWantReadError, BlockingIOError, TimeoutError):
+                data = None
+            except OSError:
+                self.closed = True
+                continue
+            if data == b"":
+                self.closed = True
+            elif data:
+                self._feed(data)
+            if self.answering:
+                self._send(self.engine.tick(self.now()))
+        return True
+
+
+def f5_login(host: str, port: int, user: str, password: str) -> tuple[str, str]:
+    """F5's login and configuration requests with http.client; returns (Session_ID, ur_Z)."""
+    import http.client
+    import ssl
+    import urllib.parse
+    import xml.etree.ElementTree as ET
+
+    conn = http.client.HTTPSConnection(host, port, context=ssl._create_unverified_context(), timeout=10)
+    body = urllib.parse.urlencode({"username": user, "password": password})
+    conn.request("POST", "/my.policy", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    response.read()
+    cookie = "; ".join(c.split(";")[0] for c in response.headers.get_all("Set-Cookie") or [])
+    conn.request("GET", "/vdesk/vpn/connect.php3?resourcename=/Common/tunring&outform=xml&client_version=2.0",
+                 headers={"Cookie": cookie})
+    obj = ET.fromstring(conn.getresponse().read()).find("object")
+    conn.close()
+    assert obj is not None, "no F5 options document"
+    return obj.findtext("Session_ID") or "", obj.findtext("ur_Z") or ""
+
+
+def f5_tunnel(host: str, port: int, user: str = "alice", hdlc: bool = False):
+    """Log in and open the F5 tunnel: returns (TLS socket, bytes read after the response head, head)."""
+    import ssl
+
+    sess, z = f5_login(host, port, user, USERS[user])
+    sock = ssl._create_unverified_context().wrap_socket(socket.create_connection((host, port), timeout=10))
+    sock.sendall(f"GET /myvpn?sess={sess}&hdlc_framing={'yes' if hdlc else 'no'}&ipv4=yes&ipv6=no&Z={z}"
+                 f"&hostname=dGVzdA== HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"the gateway closed the tunnel request: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    sock.settimeout(0.05)
+    return sock, rest, head.decode()
+
+
+def icmp_echo(source: str, destination: str, ident: int, seq: int, payload: bytes = b"x" * 56) -> bytes:
+    """An IPv4 ICMP Echo Request with correct checksums (built field by field, RFC 791/792)."""
+    import struct
+
+    def checksum(data: bytes) -> int:
+        if len(data) % 2:
+            data += b"\0"
+        s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        s = (s & 0xFFFF) + (s >> 16)
+        return ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF
+
+    icmp = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
+    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0,
+                         socket.inet_aton(source), socket.inet_aton(destination))
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    return header + icmp
