@@ -2,11 +2,11 @@
 which runs in this process so its reads and writes can be watched.
 
 Client -> TUN: every IP packet the gateway writes to its TUN lies inside the very buffer TLS
-decrypted the frame into, at the offset of the encapsulation and PPP headers (addresses taken
+(``SSLObject.read``) decrypted the frame into, at the offset of the encapsulation and PPP headers (addresses taken
 with ctypes, not from tunring's counters), and the codec counts no copy.  With plain F5 and
 Fortinet, tracemalloc also sees no allocation near a packet's size while a frame is handled.
-TUN -> client: with plain F5 and Fortinet the bytes handed to TLS live in the TUN's packet
-memory (the header pushed into the headroom); HDLC escapes into a scratch buffer, counted as one
+TUN -> client: with plain F5 and Fortinet the bytes TLS encrypts (``SSLObject.write``) live in
+the TUN's packet memory (the header pushed into the headroom); HDLC escapes into a scratch buffer, counted as one
 copy per packet.  Concatenated frames are covered by test_serve_peers (openconnect sends one
 frame per TLS record)."""
 
@@ -36,7 +36,7 @@ def address(view) -> int:
 
 
 class Watch:
-    """Records the gateway thread's TLS reads/sends and TUN writes/reads, in order."""
+    """Records the gateway thread's TLS decryptions/encryptions and TUN writes/reads, in order."""
 
     SLOTS = 200_000  # preallocated, so that recording allocates nothing tracemalloc would see grow
 
@@ -48,7 +48,7 @@ class Watch:
         self._slots: list = [None] * self.SLOTS
         self._count = 0
         self.tun_reads: list[tuple[int, int]] = []
-        recv_into, send = ssl.SSLSocket.recv_into, ssl.SSLSocket.send
+        read, write = ssl.SSLObject.read, ssl.SSLObject.write
         write_from, receive_many = TunDevice.write_from, TunDevice.receive_many
         slots = self._slots
 
@@ -59,16 +59,16 @@ class Watch:
         def gateway() -> bool:
             return threading.current_thread().name == "gateway"
 
-        def watched_recv_into(sock, buffer, nbytes=0, flags=0):
-            n = recv_into(sock, buffer, nbytes, flags)
-            if n and gateway():
+        def watched_read(tls, size=1024, buffer=None):
+            n = read(tls, size, buffer)
+            if buffer is not None and n and gateway():
                 record("read", address(buffer), n)
             return n
 
-        def watched_send(sock, data, flags=0):
+        def watched_write(tls, data):
             if gateway() and isinstance(data, memoryview) and len(data) and not data.readonly:
                 record("send", address(data), len(data))
-            return send(sock, data, flags)
+            return write(tls, data)
 
         def watched_write_from(tun, data):
             record("write", address(data), len(data))
@@ -79,8 +79,8 @@ class Watch:
             self.tun_reads.extend((address(p.buf[p.start : p.start + 1]), len(p)) for p in packets)
             return packets
 
-        monkeypatch.setattr(ssl.SSLSocket, "recv_into", watched_recv_into)
-        monkeypatch.setattr(ssl.SSLSocket, "send", watched_send)
+        monkeypatch.setattr(ssl.SSLObject, "read", watched_read)
+        monkeypatch.setattr(ssl.SSLObject, "write", watched_write)
         monkeypatch.setattr(TunDevice, "write_from", watched_write_from)
         monkeypatch.setattr(TunDevice, "receive_many", watched_receive_many)
 
@@ -110,7 +110,9 @@ def test_real_traffic_is_delivered_in_place(netns, tmp_path, monkeypatch, varian
     assert set(offsets) == {HEADER_BYTES[variant]}, offsets
     assert stats.rx_copies == 0 and stats.rx_copy_bytes == 0
     if peaks is not None:
-        assert peaks and max(peaks) < 1000, f"a frame's handling allocated {max(peaks)} bytes"
+        # Handling a frame costs a few Packet objects (768 bytes); the test's own threads add a few
+        # hundred at times.  A copy of a measured frame (over 1000 bytes) would add over 1000 more.
+        assert peaks and max(peaks) < 1400, f"a frame's handling allocated {max(peaks)} bytes"
     sent = _tx_in_tun_memory(watch, gateway.tun)
     if variant == "f5-hdlc":
         assert stats.tx_copies == stats.tx_packets > 2000  # escaping cannot be done in place: counted

@@ -16,7 +16,6 @@ import selectors
 import socket
 import ssl
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from ...errors import RingFull, TunringError
@@ -26,6 +25,7 @@ from .addresses import AddressPool, Network
 from .http import HttpError, RequestReader, Response
 from .link import Link
 from .portal import PORTALS, Portal, PortalSettings, TunnelStart
+from .tls import TlsStream
 from .users import User
 
 log = logging.getLogger(__name__)
@@ -60,43 +60,13 @@ class ServeSettings:
 class Connection:
     """A client in the HTTP phase: TLS handshake, then portal requests."""
 
-    def __init__(self, sock: ssl.SSLSocket, address, now: float) -> None:
-        self.sock = sock
+    def __init__(self, tls: TlsStream, address, now: float) -> None:
+        self.tls = tls
         self.address = address
         self.handshaken = False
         self.reader = RequestReader()
-        self.pending: deque = deque()  # response bytes TLS did not take yet
         self.deadline = now + HANDSHAKE_TIMEOUT_S
         self.closed = False
-
-    def handshake(self) -> bool:
-        try:
-            self.sock.do_handshake()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return False
-        self.handshaken = True
-        return True
-
-    def write(self, data: bytes) -> None:
-        if not self.pending:
-            try:
-                n = self.sock.send(data)
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                n = 0
-            data = data[n:]
-        if data:
-            self.pending.append(data)
-
-    def flush(self) -> None:
-        while self.pending:
-            try:
-                n = self.sock.send(self.pending[0])
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                return
-            if n < len(self.pending[0]):
-                self.pending[0] = self.pending[0][n:]
-                return
-            self.pending.popleft()
 
 
 class Gateway:
@@ -125,6 +95,7 @@ class Gateway:
         self.routes: dict[bytes, Link] = {}  # packed client address -> its link
         self.no_route = 0
         self._hot: set[Link] = set()  # links whose TLS may hold more decrypted records
+        self.dirty: set[Link] = set()  # links with records encrypted but not yet flushed
         self._next_timers = 0.0
         log.info("%s gateway on %s:%d, TUN %s %s", settings.protocol, *settings.listen, self.tun.name,
                  " ".join(addresses))
@@ -159,16 +130,23 @@ class Gateway:
             self._hot.discard(link)
             if not link.closed and link.readable(now):
                 self._hot.add(link)
-            self._want_write(link)
+        self._flush()
         if now >= self._next_timers:
             self._next_timers = now + TIMER_PERIOD_S
             self._timers(now)
 
+    def _flush(self) -> None:
+        """Send every record encrypted during this step: one system call per link and burst."""
+        dirty, self.dirty = self.dirty, set()
+        for link in dirty:
+            if not link.closed:
+                link.writable()
+                self._want_write(link)
+
     def _timers(self, now: float) -> None:
         for link in list(self.links):
             link.tick(now)
-            if not link.closed:
-                self._want_write(link)
+        self._flush()
         for conn in list(self.connections):
             if now >= conn.deadline:
                 log.info("%s: closed: %s", conn.address[0], "no TLS handshake" if not conn.handshaken else "idle")
@@ -182,7 +160,6 @@ class Gateway:
         except RingFull:
             return
         routes = self.routes
-        touched = set()
         for p in packets:
             data = p.data
             version = data[0] >> 4 if len(data) else 0
@@ -191,11 +168,7 @@ class Gateway:
                 self.no_route += 1
             else:
                 link.deliver(p)
-                touched.add(link)
         tun.release_many(packets)
-        for link in touched:
-            if link.pending:
-                self._want_write(link)
 
     # -- connections --------------------------------------------------------------------
     def _accept(self) -> None:
@@ -205,36 +178,45 @@ class Gateway:
             except BlockingIOError:
                 return
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-            sock.setblocking(False)
-            conn = Connection(sock, address, time.monotonic())
+            conn = Connection(TlsStream(raw, self.context), address, time.monotonic())
             self.connections.add(conn)
-            self.selector.register(sock, selectors.EVENT_READ, conn)
+            self.selector.register(raw, selectors.EVENT_READ, conn)
 
     def _connection_ready(self, conn: Connection, mask: int) -> None:
+        tls = conn.tls
         try:
             if not conn.handshaken:
-                if not conn.handshake():
+                if not tls.handshake():
+                    if tls.eof:
+                        self._drop_connection(conn)
+                    else:
+                        self._want_events(tls, conn)
                     return
+                conn.handshaken = True
                 conn.deadline = time.monotonic() + HTTP_IDLE_TIMEOUT_S
-            if mask & selectors.EVENT_WRITE:
-                conn.flush()
             self._http(conn)
+            tls.flush()
         except (OSError, HttpError) as e:
             log.info("%s: connection closed: %s", conn.address[0], e)
             if isinstance(e, HttpError):
-                conn.write(Response(400, b"bad request").to_bytes())
-                conn.flush()
+                tls.write(Response(400, b"bad request").to_bytes())
+                tls.flush_quietly()
             self._drop_connection(conn)
             return
         if not conn.closed:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.pending else 0)
-            self.selector.modify(conn.sock, events, conn)
+            self._want_events(tls, conn)
+        if tls.eof and not conn.closed:
+            self._drop_connection(conn)
+
+    def _want_events(self, tls: TlsStream, target) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if tls.wants_write else 0)
+        if self.selector.get_key(tls.sock).events != events:
+            self.selector.modify(tls.sock, events, target)
 
     def _http(self, conn: Connection) -> None:
         while not conn.closed:
             try:
-                data = conn.sock.recv(HTTP_READ_BYTES)
+                data = conn.tls.recv(HTTP_READ_BYTES)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             if not data:
@@ -248,50 +230,45 @@ class Gateway:
                     self._start_tunnel(conn, answer, now)
                     return
                 log.debug("%s: %s %s -> %d", conn.address[0], request.method, request.path, answer.status)
-                conn.write(answer.to_bytes())
+                conn.tls.write(answer.to_bytes())
 
     def _start_tunnel(self, conn: Connection, start: TunnelStart, now: float) -> None:
         self.connections.discard(conn)
         conn.closed = True
         if start.head:
-            conn.write(start.head)
+            conn.tls.write(start.head)
         self.portal.tunnel_opened(start.login)
-        link = Link(conn.sock, start, self, now, conn.pending)
+        link = Link(conn.tls, start, self, now)
         self.links.add(link)
         lease = start.login.lease
         assert lease is not None
         self.routes[lease.ipv4.packed] = link
         if lease.ipv6 is not None:
             self.routes[lease.ipv6.packed] = link
-        self.selector.modify(conn.sock, selectors.EVENT_READ, link)
+        self.selector.modify(conn.tls.sock, selectors.EVENT_READ, link)
         if conn.reader.rest:
             link.feed(conn.reader.rest, now)
         self._hot.add(link)  # TLS may hold records read along with the request
-        self._want_write(link)
+        self.dirty.add(link)
 
     def _drop_connection(self, conn: Connection) -> None:
         if conn.closed:
             return
         conn.closed = True
         self.connections.discard(conn)
-        self._unregister_close(conn.sock)
+        self._unregister_close(conn.tls)
 
     # -- links --------------------------------------------------------------------------
     def _link_ready(self, link: Link, mask: int) -> None:
         now = time.monotonic()
         if mask & selectors.EVENT_WRITE:
-            link.writable()
+            self.dirty.add(link)
         if mask & selectors.EVENT_READ and not link.closed and link.readable(now):
             self._hot.add(link)
-        self._want_write(link)
 
     def _want_write(self, link: Link) -> None:
-        if link.closed:
-            return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if link.pending else 0)
-        key = self.selector.get_key(link.sock)
-        if key.events != events:
-            self.selector.modify(link.sock, events, link)
+        if not link.closed:
+            self._want_events(link.tls, link)
 
     def link_closed(self, link: Link) -> None:
         """Called by a link once it is closed: its addresses and login go back to the portal."""
@@ -303,15 +280,15 @@ class Gateway:
                 if address is not None and self.routes.get(address.packed) is link:
                     del self.routes[address.packed]
         self.portal.tunnel_closed(link.login)
-        self._unregister_close(link.sock)
+        self._unregister_close(link.tls)
 
-    def _unregister_close(self, sock: ssl.SSLSocket) -> None:
+    def _unregister_close(self, tls: TlsStream) -> None:
         try:
-            self.selector.unregister(sock)
+            self.selector.unregister(tls.sock)
         except (KeyError, ValueError):
             pass
         try:
-            sock.close()
+            tls.close()
         except OSError:
             pass
 

@@ -7,8 +7,9 @@ the link's :class:`ClientPort`.  The port is the Device the codec delivers into:
 packet to the gateway's TUN only if it is a well-formed IP packet of a network protocol the
 engine has opened, from the address the client was given, and writes it to the TUN straight
 from packet memory; anything else is dropped and counted by reason.  Packets the gateway routes
-to the client are encoded in their own headroom and written to TLS; only when TLS cannot take
-them at once are they copied (counted) into the link's output queue.
+to the client are encoded in their own headroom and encrypted from there
+(:class:`~tunring.apps.serve.tls.TlsStream`); the gateway flushes the records of a burst in one
+system call.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 import struct
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ...errors import FramingError, PacketError, RingClosed, RingFull
@@ -29,12 +30,12 @@ from ...proto.ppp_engine import ACCM_ALL, LCP, LayerUp, LinkFinished, PppConfig,
 from ...proto.rfc1662 import max_encoded_size
 from .addresses import interface_id
 from .portal import Login, TunnelStart
+from .tls import TlsStream
 
 log = logging.getLogger(__name__)
 
 PORT_PACKETS = 8  # the codec holds one packet at a time; copies of aggregates take a few more
-READ_BUDGET = 64  # TLS reads per readiness event, so that one busy client cannot starve the others
-MAX_QUEUED_BYTES = 1 << 20  # output waiting for TLS beyond this is dropped (counted)
+READ_BUDGET = 64  # TLS records per readiness event, so that one busy client cannot starve the others
 _U16 = struct.Struct(">H")
 
 
@@ -44,8 +45,6 @@ class LinkStats:
     rx_bytes: int = 0
     tx_packets: int = 0  # IP packets sent to the client
     tx_bytes: int = 0
-    tx_queued_copies: int = 0  # records copied because TLS would block
-    tx_queued_bytes: int = 0
     handover_copy_bytes: int = 0  # bytes read with the tunnel request, copied into the codec
     drops: Counter = field(default_factory=Counter)  # reason -> count, both directions
 
@@ -127,16 +126,14 @@ def _ipv6_reason(data, source: bytes | None, mtu: int) -> str | None:
 class Link:
     """One tunnel; the gateway calls ``readable``, ``writable``, ``deliver`` and ``tick``."""
 
-    def __init__(self, sock: ssl.SSLSocket, start: TunnelStart, gateway, now: float, pending: deque) -> None:
-        self.sock = sock
+    def __init__(self, tls: TlsStream, start: TunnelStart, gateway, now: float) -> None:
+        self.tls = tls
         self.login: Login = start.login
         self.name = f"{start.login.user}@{start.login.lease.ipv4}"  # type: ignore[union-attr]
         self.gateway = gateway
         self.tun = gateway.tun
         self.mtu = gateway.settings.mtu
         self.stats = LinkStats()
-        self.pending: deque = pending  # bytes waiting for TLS (the portal's last response, then records)
-        self.pending_bytes = sum(len(b) for b in pending)
         self.closed = False
         self.reason = ""
         self.hdlc = start.framing != "f5" and start.framing != "fortinet"
@@ -192,10 +189,10 @@ class Link:
 
     def readable(self, now: float) -> bool:
         """Read what TLS has (up to READ_BUDGET records); True if more may be waiting."""
-        sock, codec = self.sock, self.codec
+        tls, codec = self.tls, self.codec
         for _ in range(READ_BUDGET):
             try:
-                n = sock.recv_into(codec.want())
+                n = tls.recv_into(codec.want())
             except ssl.SSLWantReadError:
                 return False
             except (ssl.SSLWantWriteError, RingFull):
@@ -260,46 +257,24 @@ class Link:
 
     # -- TLS output ---------------------------------------------------------------------
     def _write(self, view) -> None:
-        if self.pending:
-            self._queue(view, 0)
+        """Encrypt one record from ``view`` (packet memory, no copy); the gateway flushes."""
+        tls = self.tls
+        if tls.backed_up:
+            self.stats.drops["TLS output backed up"] += 1
             return
         try:
-            n = self.sock.send(view)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            n = 0
-        except OSError as e:
-            self.close(f"write failed: {e}")
+            tls.write(view)
+        except ssl.SSLError as e:
+            self.close(f"TLS write failed: {e}")
             return
-        if n < len(view):
-            self._queue(view, n)
-
-    def _queue(self, view, sent: int) -> None:
-        if self.pending_bytes > MAX_QUEUED_BYTES:
-            self.stats.drops["TLS output queue full"] += 1
-            return
-        data = bytes(view[sent:])
-        self.pending.append(data)
-        self.pending_bytes += len(data)
-        self.stats.tx_queued_copies += 1
-        self.stats.tx_queued_bytes += len(data)
+        self.gateway.dirty.add(self)
 
     def writable(self) -> None:
-        """Send queued output; stops at the first write TLS cannot take."""
-        pending = self.pending
-        while pending:
-            data = pending[0]
-            try:
-                n = self.sock.send(data)
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                return
-            except OSError as e:
-                self.close(f"write failed: {e}")
-                return
-            self.pending_bytes -= n
-            if n < len(data):
-                pending[0] = data[n:]
-                return
-            pending.popleft()
+        """Send encrypted records to the socket (as much as it takes)."""
+        try:
+            self.tls.flush()
+        except OSError as e:
+            self.close(f"write failed: {e}")
 
     # -- time and the end ---------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -319,7 +294,7 @@ class Link:
             return
         self.closed = True
         self.reason = reason
-        self.writable()  # best effort: a Terminate-Ack, the last records
+        self.tls.flush_quietly()  # best effort: a Terminate-Ack, the last records
         s = self.stats
         log.info("%s: tunnel closed (%s); in %d packets/%d bytes, out %d/%d, drops %s", self.name, reason,
                  s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes, dict(s.drops) or "none")
