@@ -20,7 +20,9 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ...device import Device
 from ...errors import FramingError, PacketError, RingClosed, RingFull
+from ...linux.offload import VNET_HDR_LEN, ZERO_HDR
 from ...packet import ALLOCATED, Packet
 from ...pool import PacketPool, PoolDevice
 from ...proto import FRAMINGS
@@ -49,17 +51,107 @@ class LinkStats:
     drops: Counter = field(default_factory=Counter)  # reason -> count, both directions
 
 
-class ClientPort(PoolDevice):
-    """The Device one client's codec delivers into: admission control, then the shared TUN."""
+class _Port(Device):
+    """What both ports share: the link, admission counting, no receive side."""
+
+    link: Link
+
+    def _refused(self, packet: Packet, reason: str) -> None:
+        link = self.link
+        link.stats.drops[reason] += 1
+        log.debug("%s: dropped a %d-byte packet from the client: %s", link.name, len(packet), reason)
+
+    def receive(self) -> Packet | None:
+        return None  # the gateway reads the TUN itself and routes to links
+
+    def release(self, packet: Packet) -> None:
+        raise PacketError("a client port hands out no received packets")
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.link.tun.fileno()
+
+    def flush(self) -> None:
+        """Hand what was admitted since the last flush to the TUN."""
+
+
+class TunPort(_Port):
+    """The Device a plain-framing client's codec delivers into (F5, Fortinet).
+
+    Packets come from the gateway TUN's own pool, so the codec reads each frame straight into
+    TUN packet memory; admitted packets are kept until :meth:`flush` (the end of a TLS read
+    burst) and sent with ``send_many``, which writes consecutive segments of one TCP flow as one
+    GSO write: the kernel then runs its TCP receive path once per run, not once per segment.
+    """
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.tun = link.tun
+        self.mtu = link.mtu
+        self.headroom = self.tun.headroom
+        self.tailroom = self.tun.tailroom
+        self.batch: list[Packet] = []
+
+    def allocate(self, size: int) -> Packet:
+        return self.tun.allocate_many(size, 1)[0]
+
+    def shrink_and_send(self, packet: Packet, size: int | None = None) -> None:
+        if size is not None:
+            if not 0 <= size <= len(packet):
+                raise PacketError(f"shrink_and_send({size}): can only shrink a {len(packet)}-byte packet")
+            packet.end = packet.start + size
+        self.send(packet)
+
+    def send(self, packet: Packet) -> None:
+        reason = self.link.admit(packet.data)
+        if reason is None:
+            self.batch.append(packet)
+        else:
+            self._refused(packet, reason)
+            self.tun.cancel(packet)
+
+    def cancel(self, packet: Packet) -> None:
+        self.tun.cancel(packet)
+
+    def flush(self) -> None:
+        batch = self.batch
+        if not batch:
+            return
+        self.batch = []
+        stats = self.link.stats
+        try:
+            self.tun.send_many(batch)
+        except (RingFull, RingClosed):
+            unsent = [p for p in batch if p.state == ALLOCATED]  # send_many keeps the rest the caller's
+            for p in unsent:
+                self.tun.cancel(p)
+            stats.drops["TUN queue full"] += len(unsent)
+            batch = [p for p in batch if p.state != ALLOCATED]
+        stats.rx_packets += len(batch)
+        stats.rx_bytes += sum(p.end - p.start for p in batch)
+
+    def close(self) -> None:
+        for p in self.batch:
+            self.tun.cancel(p)
+        self.batch = []
+
+
+class ClientPort(PoolDevice, _Port):
+    """The Device an HDLC client's codec delivers into: a pool of its own, because an HDLC frame
+    is read into room for its worst-case escaping (twice the MRU), more than the TUN's packets
+    hold; admitted packets are written to the TUN one by one, straight from that memory."""
 
     def __init__(self, link: Link, room: int, headroom: int) -> None:
         self.link = link
         self.tun = link.tun
         self.mtu = link.mtu
-        self.headroom = headroom
+        self._vnet = VNET_HDR_LEN if self.tun.offload else 0  # the TUN wants a virtio header first
+        self.headroom = max(headroom, self._vnet)
         self.tailroom = 0
         self.max_packet = room
-        self._pool = PacketPool(PORT_PACKETS, room, headroom, 0, self)
+        self._pool = PacketPool(PORT_PACKETS, room, self.headroom, 0, self)
         self._last = None
         self._closed = False
 
@@ -69,8 +161,10 @@ class ClientPort(PoolDevice):
         link = self.link
         reason = link.admit(data)
         if reason is None:
+            start, vnet = packet.start, self._vnet
+            packet.buf[start - vnet : start] = ZERO_HDR[:vnet]  # over the PPP header, already read
             try:
-                written = self.tun.write_from(data)
+                written = self.tun.write_from(packet.buf[start - vnet : packet.end])
             except RingClosed:
                 written = False
             if written:
@@ -79,23 +173,10 @@ class ClientPort(PoolDevice):
             else:
                 link.stats.drops["TUN queue full"] += 1
         else:
-            link.stats.drops[reason] += 1
-            log.debug("%s: dropped a %d-byte packet from the client: %s", link.name, len(data), reason)
+            self._refused(packet, reason)
         if self._last is packet:
             self._last = None
         self._pool.give(packet)
-
-    def receive(self) -> Packet | None:
-        return None  # the gateway reads the TUN itself and routes to links
-
-    def release(self, packet: Packet) -> None:
-        raise PacketError("a ClientPort hands out no received packets")
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self.tun.fileno()
 
     def close(self) -> None:
         self._closed = True
@@ -139,9 +220,14 @@ class Link:
         self.hdlc = start.framing != "f5" and start.framing != "fortinet"
         self.engine = PppEngine(self._ppp_config(start, gateway))
         codec_class = FRAMINGS[start.framing]
-        max_payload = max(MAX_RECORD_PAYLOAD, self.mtu)
-        room = max_encoded_size(max_payload + 4)
-        self.port = ClientPort(self, room, codec_class.headroom)
+        self.port: _Port
+        if self.hdlc:
+            max_payload = max(MAX_RECORD_PAYLOAD, self.mtu)
+            self.port = ClientPort(self, max_encoded_size(max_payload + 4), codec_class.headroom)
+        else:
+            # Frames are read into TUN packets, which hold the MRU: a longer frame is a framing error.
+            max_payload = self.mtu
+            self.port = TunPort(self)
         self.codec = codec_class(self.port, max_payload=max_payload)
         self.establish_deadline = now + gateway.settings.ppp_timing.budget_s()
         # (IPv4, IPv6) source addresses admitted, set once their network protocol is open
@@ -186,6 +272,7 @@ class Link:
             self.stats.handover_copy_bytes += n
             view = view[n:]
             self._received(n, now)
+        self.port.flush()
 
     def readable(self, now: float) -> bool:
         """Read what TLS has (up to READ_BUDGET records); True if more may be waiting."""
@@ -193,9 +280,8 @@ class Link:
         for _ in range(READ_BUDGET):
             try:
                 n = tls.recv_into(codec.want())
-            except ssl.SSLWantReadError:
-                return False
-            except (ssl.SSLWantWriteError, RingFull):
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, RingFull):
+                self.port.flush()
                 return False
             except (OSError, FramingError) as e:
                 self.close(f"read failed: {e}")
@@ -206,6 +292,7 @@ class Link:
             self._received(n, now)
             if self.closed:
                 return False
+        self.port.flush()
         return True
 
     def _received(self, n: int, now: float) -> None:
@@ -294,6 +381,11 @@ class Link:
             return
         self.closed = True
         self.reason = reason
+        self.port.flush()
+        held = self.codec.packet  # the packet the next frame would have been read into
+        if held is not None and held.state == ALLOCATED:
+            self.port.cancel(held)
+        self.port.close()
         self.tls.flush_quietly()  # best effort: a Terminate-Ack, the last records
         s = self.stats
         log.info("%s: tunnel closed (%s); in %d packets/%d bytes, out %d/%d, drops %s", self.name, reason,
