@@ -198,18 +198,16 @@ def _ocserv_workers(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def _namespace():
+    """Run the block in a fresh namespace (lo up), removed afterwards."""
     from pyroute2 import netns
 
     from ...linux import netlink
 
     netns.create(NETNS)
     try:
-        netns.pushns(NETNS)
-        try:
+        with netlink.netns(NETNS):
             netlink.configure("lo")
             yield
-        finally:
-            netns.popns()
     finally:
         netns.remove(NETNS)
 
