@@ -34,7 +34,7 @@ CLIENT = "10.9.0.2"
 
 def _link(gateway, timeout_s: float = 5.0):
     wait_for(lambda: gateway.links, timeout_s, "the tunnel")
-    return next(iter(gateway.links))
+    return next(iter(list(gateway.links)))
 
 
 def _open_client(framing: str = "f5", user: str = "alice"):
@@ -130,7 +130,7 @@ def test_ip_before_ipcp_and_spoofed_sources_never_reach_the_tun(gateway):
     good.send_ip(icmp_echo("10.9.0.99", GATEWAY4, 2, 1))  # not bob's address
     good.send_ip(b"\x45" + bytes(30))  # claims IPv4, malformed lengths
     good.send_ip(b"\x10" + bytes(30))  # not IP at all
-    bob = next(x for x in gateway.links if x.login.user == "bob")
+    bob = next(x for x in list(gateway.links) if x.login.user == "bob")
     wait_for(lambda: sum(bob.stats.drops.values()) == 3, 5, "bob's drops")
     assert bob.stats.drops["IPv4 source is not the client's address"] == 1
     assert bob.stats.drops["malformed IPv4 header"] == 1 and bob.stats.drops["not an IP packet"] == 1
@@ -157,8 +157,8 @@ def test_bad_fcs_and_garbage_between_frames_resynchronise(hdlc_gateway):
 def test_garbage_in_plain_f5_ends_only_that_link(gateway):
     good = _open_client("f5", "bob")
     sock, rest, _head = f5_tunnel("127.0.0.1", PORT, "alice")
+    alice = next(x for x in list(gateway.links) if x.login.user == "alice")  # made before its response head
     sock.sendall(b"\x12\x34\x00\x10" + bytes(16))  # not the 0xf500 magic: the stream cannot resync
-    alice = next(x for x in gateway.links if x.login.user == "alice")
     wait_for(lambda: alice.closed, 5, "alice's link to close")
     assert "framing error" in alice.reason and alice.stats.drops["framing error"] == 1
     _ping(good, 3, socket.inet_ntoa(good.engine.ipcp_options.local.packed))

@@ -101,7 +101,7 @@ def test_real_traffic_is_delivered_in_place(netns, tmp_path, monkeypatch, varian
         with gateway_thread(tmp_path, protocol, hdlc=bool(extra), host="0.0.0.0") as (gateway, pin):
             ns.connect(protocol, "alice", USERS["alice"], pin, PORT)
             wait_for(lambda: gateway.links, 5, "the tunnel")
-            link = next(iter(gateway.links))
+            link = next(iter(list(gateway.links)))
             tcp_both_ways(ns, GATEWAY4, 4 << 20)
             peaks = _traced(link) if variant != "f5-hdlc" else None
             if peaks is not None:
