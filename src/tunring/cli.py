@@ -15,6 +15,7 @@ COMMANDS = {
     "decode": "tunring.apps.decode",
     "encode": "tunring.apps.encode",
     "adapter": "tunring.linux.bridge",
+    "serve": "tunring.apps.serve",
 }
 
 
