@@ -23,7 +23,7 @@ from collections import Counter, deque
 import pytest
 from serve_support import GATEWAY4, PORT, PROTOCOLS, USERS, gateway_thread, tcp_both_ways, wait_for
 
-from tunring.apps.serve import rig
+from tunring.apps.serve import link, rig
 from tunring.linux.tun import TunDevice
 
 pytestmark = pytest.mark.net
@@ -49,7 +49,7 @@ class Watch:
         self._count = 0
         self.tun_reads: list[tuple[int, int]] = []
         read, write = ssl.SSLObject.read, ssl.SSLObject.write
-        write_from, send_many, receive_many = TunDevice.write_from, TunDevice.send_many, TunDevice.receive_many
+        write_from, send_many, receive_many = link.write_to_tun, TunDevice.send_many, TunDevice.receive_many
         slots = self._slots
 
         def record(kind: str, where: int, n: int) -> None:
@@ -87,7 +87,7 @@ class Watch:
 
         monkeypatch.setattr(ssl.SSLObject, "read", watched_read)
         monkeypatch.setattr(ssl.SSLObject, "write", watched_write)
-        monkeypatch.setattr(TunDevice, "write_from", watched_write_from)
+        monkeypatch.setattr(link, "write_to_tun", watched_write_from)
         monkeypatch.setattr(TunDevice, "send_many", watched_send_many)
         monkeypatch.setattr(TunDevice, "receive_many", watched_receive_many)
 

@@ -86,7 +86,7 @@ class Gateway:
             addresses.append(f"{pool6.gateway}/{settings.pool6.prefixlen}")
         # offload: the virtio header lets a client's run of TCP segments go in as one GSO write;
         # tso=False: what the kernel sends us stays MTU-sized (no segmentation to do in Python).
-        self.tun = TunDevice(settings.tun_name, addresses=addresses, mtu=settings.mtu, packets=TUN_PACKETS,
+        self.tun = TunDevice.create(settings.tun_name, addresses=addresses, mtu=settings.mtu, packets=TUN_PACKETS,
                              offload=True, tso=False)
         self.listener = socket.create_server(settings.listen, family=_family(settings.listen[0]), backlog=64)
         self.listener.setblocking(False)

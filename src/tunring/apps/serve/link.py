@@ -14,7 +14,9 @@ system call.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import ssl
 import struct
 from collections import Counter
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from ...device import Device
 from ...errors import FramingError, PacketError, RingClosed, RingFull
 from ...linux.offload import VNET_HDR_LEN, ZERO_HDR
+from ...linux.tun import SEND_BLOCKED, TunDevice
 from ...packet import ALLOCATED, Packet
 from ...pool import PacketPool, PoolDevice
 from ...proto import FRAMINGS
@@ -164,7 +167,7 @@ class ClientPort(PoolDevice, _Port):
             start, vnet = packet.start, self._vnet
             packet.buf[start - vnet : start] = ZERO_HDR[:vnet]  # over the PPP header, already read
             try:
-                written = self.tun.write_from(packet.buf[start - vnet : packet.end])
+                written = write_to_tun(self.tun, packet.buf[start - vnet : packet.end])
             except RingClosed:
                 written = False
             if written:
@@ -180,6 +183,20 @@ class ClientPort(PoolDevice, _Port):
 
     def close(self) -> None:
         self._closed = True
+
+
+def write_to_tun(tun: TunDevice, view: memoryview) -> bool:
+    """Write one packet from memory that is not the TUN's own (an HDLC port's pool); False if
+    the kernel queue is full.  A packet the kernel refuses is logged and counted as written."""
+    try:
+        os.write(tun.fileno(), view)
+    except OSError as e:
+        if e.errno in SEND_BLOCKED:
+            return False
+        if e.errno == errno.EBADF:
+            raise RingClosed(f"TUN device {tun.name} is closed") from None
+        log.debug("%s: kernel refused a %d-byte packet: %s", tun.name, len(view), e.strerror)
+    return True
 
 
 def _ipv4_reason(data, source: bytes | None, mtu: int) -> str | None:
