@@ -124,6 +124,24 @@ def random_ip(rng: random.Random, max_bytes: int = 1500) -> bytes:
     return ipv6(rng.randbytes(rng.randint(0, max_bytes - 40)))
 
 
+def recv_into(codec, data: bytes) -> list:
+    """``data`` delivered as a transport's ``recv_into`` would: written straight into the codec's
+    ``want()`` views (a datagram codec takes it as one datagram); the events."""
+    events = []
+    if codec.datagram:
+        view = codec.want()
+        view[: len(data)] = data
+        return codec.received(len(data))
+    pos = 0
+    while pos < len(data):
+        view = codec.want()
+        k = min(len(view), len(data) - pos)
+        view[:k] = data[pos : pos + k]
+        pos += k
+        events += codec.received(k)
+    return events
+
+
 class Ring:
     """A Session (the codec's device) and an Adapter over the same in-process rings."""
 

@@ -22,12 +22,13 @@ IP6 = ref.ipv6(b"hello, six")
 
 
 def decode(cls, records: list[bytes], **kwargs):
-    """Feed whole records (datagram framings: one per datagram); return (packets, events, codec)."""
+    """Read whole records into the codec as a transport would, one per read (datagram framings:
+    one per datagram); return (packets, events, codec)."""
     ring = ref.Ring(cls)
     codec = cls(ring.session, **kwargs)
     events = []
     for record in records:
-        events += codec.feed(record)
+        events += ref.recv_into(codec, record)
         ring.drain()
     if not codec.datagram:
         events += codec.close()
