@@ -207,6 +207,7 @@ def test_lzs_output_bound_and_bomb():
     with pytest.raises(FramingError, match="exceeds"):
         compress.lzs_decompress_into(packed, dst)
     assert backing[:32] == backing[-32:] == b"\xee" * 32
+    assert dst[:10] == packet[:10]  # the literals before the match: written straight into dst
     # A bomb: one literal and one match claiming ~15 MB (a million 1111 nibbles, 500 KB).
     bomb = ref_lzs_encode([("lit", 0), ("match", 1, 8 + 15 * 1_000_000, 7), ("end",)])
     dst = bytearray(RECEIVE_BYTES)
