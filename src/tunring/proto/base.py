@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, NoReturn, Union
+from typing import TYPE_CHECKING, ClassVar, NoReturn, cast
 
 from .. import layout as L
 from ..device import Device
@@ -154,7 +154,7 @@ Segment = tuple[int, int]
 #: (``Codec._take``): a Segment (the common case), Compressed, an Event (a control message, or
 #: Dropped), None (nothing to deliver), or a list of Segments, ``bytes`` (IP packets the framing
 #: already copied out, counted) and Events, in stream order.
-RecordResult = Union[Segment, Compressed, Event, None, list]
+RecordResult = Segment | Compressed | Event | None | list
 
 
 class Codec:
@@ -213,21 +213,13 @@ class Codec:
         self._max_record = self.max_payload + self.headroom
         self.stats = CodecStats()
         self.compression = compression
-        self._decompressor: compress.Decompressor | None = None
-        self._compressor: compress.Compressor | None = None
-        if compression is not None and compression not in self.compressions:
-            raise ValueError(f"{self.name} cannot carry {compression!r} compression "
-                             f"(it carries: {', '.join(self.compressions) or 'none'})")
-        if compression is not None:
-            from . import compress  # only when asked for: it may need optional packages
-
-            self._decompressor = compress.decompressor(compression)
-            self._compressor = compress.compressor(compression)
+        self._compressor, self._decompressor = self._compression(compression)
         #: Decompressed packets get max(DECOMPRESS_MIN_BYTES, mtu), as OpenConnect gives them.
         self._decompress_bytes = max(DECOMPRESS_MIN_BYTES, self.mtu)
         # Placement: the record header goes into the device's headroom.  With less headroom
         # the IP data lands late and is moved at delivery (a counted copy).
-        self._lead = min(self.headroom, device.headroom)
+        # Every device has a headroom (Session: 4 + lead); the Device ABC declares it with the ring rework.
+        self._lead = min(self.headroom, device.headroom)  # type: ignore[attr-defined]
         payload = self.max_payload if self._decompressor is None else max(self.max_payload, self._decompress_bytes)
         self._alloc_bytes = payload + self.headroom - self._lead  # a compressed record decompresses in its own slot
         self._pkt: Packet | None = None  # packet the current record is read into
@@ -245,6 +237,17 @@ class Codec:
         self._failed: FramingError | None = None
         self._shrink_and_send = device.shrink_and_send
         self._allocate = device.allocate
+
+    def _compression(self, name: str | None) -> tuple[compress.Compressor | None, compress.Decompressor | None]:
+        """The (compressor, decompressor) pair of the negotiated algorithm, if any."""
+        if name is None:
+            return None, None
+        if name not in self.compressions:
+            raise ValueError(f"{self.name} cannot carry {name!r} compression "
+                             f"(it carries: {', '.join(self.compressions) or 'none'})")
+        from . import compress  # only when asked for: it may need optional packages
+
+        return compress.compressor(name), compress.decompressor(name)
 
     # -- receiving: the transport's side ---------------------------------------------
     @property
@@ -461,7 +464,8 @@ class Codec:
             self._fail(reason, offset)
 
     def _fail(self, reason: str, offset: int | None = None) -> NoReturn:
-        """Stop the stream at ``offset`` (default: the current record's): this FramingError, now and on every later call."""
+        """Stop the stream at ``offset`` (default: the current record's) with a FramingError,
+        raised now and by every later call."""
         self._failed = FramingError(reason, self._offset if offset is None else offset)
         self._pkt_cancel()
         self._stash = None
@@ -499,7 +503,7 @@ class Codec:
             if p is not None:
                 self.device.cancel(p)
             if result is not None:
-                self._event(result, length, offset)
+                self._event(cast(Event, result), length, offset)
 
     def _take_several(self, items: list, p: Packet | None, buf: memoryview, length: int, offset: int,
                       copied: bool) -> None:

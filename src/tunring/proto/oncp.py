@@ -95,7 +95,8 @@ class Oncp(Codec):
         try:
             while len(kmp) - pos >= KMP_HEADER_BYTES:
                 if kmp[pos : pos + 6] != _ZERO6:
-                    raise FramingError(f"not a KMP header: {bytes(kmp[pos:pos + 8]).hex()} does not start with 6 zero bytes")
+                    raise FramingError(f"not a KMP header: {bytes(kmp[pos:pos + 8]).hex()} "
+                                       "does not start with 6 zero bytes")
                 kind = _U16BE.unpack_from(kmp, pos + 6)[0]
                 length = _U16BE.unpack_from(kmp, pos + 18)[0]
                 end = pos + KMP_HEADER_BYTES + length

@@ -318,7 +318,7 @@ def _flags(data: bytes | bytearray | memoryview) -> list[int]:
 
 def _spans(flags: list[int], limit: int) -> list[tuple[int, int]]:
     """The non-empty frames between consecutive flags, those longer than ``limit`` left out."""
-    return [(a + 1, b) for a, b in zip(flags, flags[1:]) if 0 < b - a - 1 <= limit]
+    return [(a + 1, b) for a, b in zip(flags, flags[1:], strict=False) if 0 < b - a - 1 <= limit]
 
 
 class HdlcSplitter:
@@ -383,7 +383,7 @@ class HdlcSplitter:
             else:
                 carried = carry
         spans = _spans(flags, self.max_frame_bytes)
-        self.oversize_frames += sum(1 for a, b in zip(flags, flags[1:]) if b - a - 1 > self.max_frame_bytes)
+        self.oversize_frames += len(_spans(flags, len(data))) - len(spans)
         if flags[-1] + 1 < len(data):
             self._hold(data, flags[-1] + 1)
         return carried, spans
