@@ -17,9 +17,19 @@ while the record length is unknown, then exactly the bytes that complete the
 record, so a transport that returns one record per read (TLS does, one TLS
 record at a time) fills every packet in place and nothing is copied.  When a
 read holds more than one record (an aggregate), the first record is delivered
-in place and the bytes after it are copied into the packets that follow;
-every such copy is counted in :attr:`Codec.stats` (``rx_copies`` packets,
-``rx_copy_bytes`` bytes).
+in place and the bytes after it are copied into the packets that follow.
+Every memcpy on the receive path is counted in :attr:`Codec.stats`
+(``rx_copies`` packets, ``rx_copy_bytes`` bytes), where it is made: keeping
+the bytes after a record, staging packets out of a slot about to be reused,
+copying into the device, moving a packet inside its slot, ``feed``.
+
+Each received record goes through one of two paths, ``_stream`` or
+``_datagram``, which end in one completion step, ``_complete``: the framing's
+``_record`` classifies the record (a :data:`RecordResult`) and ``_take``
+delivers it.  Records parsed from copied bytes (the stash) take the same step.
+
+Stream end: ``close()`` delivers what is pending and raises FramingError if
+the stream ended inside a record, or inside anything a framing reassembles.
 
 Sending (device -> transport)::
 
@@ -28,9 +38,10 @@ Sending (device -> transport)::
     sock.sendall(wire); device.release(p)
 
 Headroom: a device must give every packet ``Codec.headroom`` bytes in front of
-its data for zero-copy in both directions; a :class:`~tunring.session.Session`
-gives ``4 + lead``, so create it with ``lead=codec_class.session_lead()``.
-With less headroom the codec still works, by copying (counted).
+its data (its ``headroom``) for zero-copy in both directions; a
+:class:`~tunring.session.Session` gives ``4 + lead``, so create it with
+``lead=codec_class.session_lead()``.  With less headroom the codec still
+works, by copying (counted).
 
 Errors: a stream that cannot be resynchronised (wrong magic, impossible
 length) raises :class:`~tunring.errors.FramingError` with an ``offset``
@@ -38,7 +49,9 @@ attribute (the stream offset of the record that failed) and the codec stays
 failed.  A record that is well framed but not understood (unknown type), and
 any bad datagram, is dropped, counted in ``rx_drops`` and reported as a
 :class:`Dropped` event.  Decompression failures raise FramingError after the
-record has been consumed; nothing of that record is delivered.
+record has been consumed; nothing of that record is delivered, and the stream
+goes on.  Compressed records are decompressed in the slot they were read into
+(allocated large enough for that).
 """
 
 from __future__ import annotations
