@@ -7,7 +7,10 @@ once :func:`~tunring.proto.rfc1662.decode_frame` has un-escaped the frame where
 it lies (un-HDLC only shrinks) the IP packet starts exactly at the packet's
 data: the codec remembers whether the sender doubles flags and puts the
 flag it last saw (a synthetic copy of it) right in front of the next read.
-A frame with a bad FCS, unescaped characters of the receive ACCM, or that
+Un-HDLC in the slot is truly in place (nothing is copied out and back); frames
+that arrived in the same read after the first are kept in private memory and
+un-HDLC'd from there by :func:`~tunring.proto.rfc1662.decode_frame_copy` (they
+are copied into the ring anyway; every copy is counted).  A frame with a bad FCS, unescaped characters of the receive ACCM, or that
 does not fit is dropped and counted, and decoding resynchronises on the next
 flag: the frames around it are kept.  Sending escapes per the transmit ACCM
 into a scratch buffer (escaping expands: it cannot be done in place); the
