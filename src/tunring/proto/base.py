@@ -292,7 +292,10 @@ class Codec:
         """
         p = self._pkt
         if p is None:
-            p = self._next_packet()
+            if self._failed is not None or self._queue or self._stash is not None:
+                p = self._next_packet()
+            else:
+                p = self._start_packet()
         base = self._base
         end = self._need or (self.min_header if exact and not self.datagram else self._room)
         return p.buf[base + self._have : base + end]
@@ -390,7 +393,13 @@ class Codec:
         if not need:
             if have < self.min_header:
                 return
-            need = self._need = self._checked_length(p.buf, base)
+            try:  # inline: this runs for every record
+                need = self._length(p.buf, base)
+            except FramingError:
+                need = 0
+            if not self.min_header <= need <= self._max_record:
+                self._checked_length(p.buf, base)  # says what is wrong and stops the stream
+            self._need = need
         if have < need:
             return
         if have > need:
@@ -602,18 +611,17 @@ class Codec:
         """The packet the next bytes go into: what is queued or stashed goes first."""
         if self._failed is not None:
             raise self._failed
-        if self._queue or self._stash is not None:
-            self._drain()
-        if self._pkt is None:  # the stash may have started a record in a new packet
-            self._start_packet()
-        return self._pkt  # type: ignore[return-value]
+        self._drain()
+        # The stash may have started a record in a new packet.
+        return self._pkt if self._pkt is not None else self._start_packet()
 
-    def _start_packet(self) -> None:
+    def _start_packet(self) -> Packet:
         """Allocate the packet the next record is read into, its header in the headroom."""
         p = self._pkt = self._allocate(self._alloc_bytes)
         base = self._base = p.start - self._lead
         self._room = p.end - base
         self._have = self._need = 0
+        return p
 
     def _pkt_cancel(self) -> None:
         if self._pkt is not None:

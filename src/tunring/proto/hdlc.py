@@ -7,12 +7,13 @@ once :func:`~tunring.proto.rfc1662.decode_frame` has un-escaped the frame where
 it lies (un-HDLC only shrinks) the IP packet starts exactly at the packet's
 data: the codec remembers whether the sender doubles flags and puts the
 flag it last saw (a synthetic copy of it) right in front of the next read.
-Un-HDLC in the slot is truly in place (nothing is copied out and back); frames
-that arrived in the same read after the first are kept in private memory and
-un-HDLC'd from there by :func:`~tunring.proto.rfc1662.decode_frame_copy` (they
-are copied into the ring anyway; every copy is counted).  A frame with a bad FCS, unescaped characters of the receive ACCM, or that
-does not fit is dropped and counted, and decoding resynchronises on the next
-flag: the frames around it are kept.  Sending escapes per the transmit ACCM
+Un-HDLC in the slot is truly in place (nothing is copied out and back);
+frames that arrived in the same read after the first are kept in private
+memory and un-HDLC'd from there by
+:func:`~tunring.proto.rfc1662.decode_frame_copy` (they are copied into the
+ring anyway; every copy is counted).  A frame with a bad FCS, unescaped
+characters of the receive ACCM, or that does not fit is dropped and counted,
+and decoding resynchronises on the next flag: the frames around it are kept.  Sending escapes per the transmit ACCM
 into a scratch buffer (escaping expands: it cannot be done in place); the
 view returned by ``encode`` is valid until the next ``encode``.
 """
@@ -75,10 +76,10 @@ class Hdlc(Codec):
             self._fail(f"stream ends inside an HDLC frame ({self._have - content} bytes of it present)",
                        self._offset + content)
 
-    def _start_packet(self) -> None:
-        self._new_packet(None)
+    def _start_packet(self) -> Packet:
+        return self._new_packet(None)
 
-    def _new_packet(self, partial: memoryview | None) -> None:
+    def _new_packet(self, partial: memoryview | None) -> Packet:
         """A packet to read the next frame into; ``partial``: its first bytes (from a flag on)."""
         p = self._allocate(self._alloc_bytes)
         # The flag in front of the frame goes here, so the frame's content (and
@@ -108,6 +109,7 @@ class Hdlc(Codec):
             p.buf[flag_at] = H.FLAG
             self._have = FLAG_BYTES
             self._offset -= FLAG_BYTES
+        return p
 
     def _scan_packet(self, p: Packet) -> None:
         base = self._base
