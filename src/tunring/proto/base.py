@@ -410,7 +410,7 @@ class Codec:
 
     def _datagram(self, p: Packet, n: int) -> None:
         """One whole datagram of ``n`` bytes in ``p``: a bad one is a counted drop."""
-        if n > self._room:
+        if not 0 <= n <= self._room:
             raise ValueError("received(): more bytes than the last want() view holds")
         base = self._base
         offset, copied = self._detach(1)
