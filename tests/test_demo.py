@@ -24,3 +24,19 @@ def test_bench_ring_json_shape():
     assert impls == {"tunring", "mp.Queue", "mp.Pipe", "socketpair"}
     for r in doc["results"]:
         assert {"case", "impl", "packet_size", "pps", "gbps"} <= r.keys() and r["pps"] > 0
+
+
+def test_demo_fails_when_it_makes_a_copy(monkeypatch, capsys):
+    """With no room for the CSTP header in the ring, every record must be moved and every reply
+    built outside its packet: the demo counts each of those copies once and fails."""
+    import argparse
+
+    from tunring.apps import demo
+    from tunring.proto.cisco import Cstp
+
+    monkeypatch.setattr(demo, "LEAD", 0)
+    monkeypatch.setattr(Cstp, "session_lead", classmethod(lambda cls: 0))
+    assert demo.main(argparse.Namespace(count=300)) == 1
+    out = capsys.readouterr().out
+    assert "every byte verified end to end" in out  # the traffic itself was fine
+    assert "copies made by tunring: 600" in out and "FAILED: 600 packets were copied" in out

@@ -1,5 +1,7 @@
 """tunring's exceptions: one small hierarchy, so callers can catch broadly or precisely."""
 
+from __future__ import annotations
+
 
 class TunringError(Exception):
     """Base class of every error tunring raises on purpose."""
@@ -32,7 +34,16 @@ class PacketError(TunringError, ValueError):
 
 
 class FramingError(TunringError, ValueError):
-    """A record on the wire does not follow its protocol's framing."""
+    """A record on the wire does not follow its protocol's framing.
+
+    ``reason`` is the bare message; ``offset`` is where the bad record starts (the stream
+    offset, or a datagram's index), None when the error is not tied to a place in a stream.
+    """
+
+    def __init__(self, reason: str, offset: int | None = None) -> None:
+        super().__init__(reason if offset is None else f"{reason} (at stream offset {offset})")
+        self.reason = reason
+        self.offset = offset
 
 
 class AuthError(TunringError):

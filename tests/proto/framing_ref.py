@@ -3,6 +3,7 @@ BACKGROUND.md's formats, sharing no code with tunring.proto) and an in-process r
 
 from __future__ import annotations
 
+import ctypes
 import random
 
 from tunring import layout as L
@@ -122,6 +123,35 @@ def random_ip(rng: random.Random, max_bytes: int = 1500) -> bytes:
     if rng.random() < 0.7:
         return ipv4(rng.randbytes(rng.randint(0, max_bytes - 20)), rng.getrandbits(16))
     return ipv6(rng.randbytes(rng.randint(0, max_bytes - 40)))
+
+
+def address(view: memoryview) -> int:
+    """The address of the first byte of a writable ``view`` (the test rings are bytearrays)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+def within(view_spans: list[tuple[int, int]], packet_view: memoryview) -> bool:
+    """True if all of ``packet_view``'s memory lies inside one of the (address, length) spans."""
+    start = address(packet_view)
+    return any(a <= start and start + len(packet_view) <= a + n for a, n in view_spans)
+
+
+def recv_into(codec, data: bytes) -> list:
+    """``data`` delivered as a transport's ``recv_into`` would: written straight into the codec's
+    ``want()`` views (a datagram codec takes it as one datagram); the events."""
+    events = []
+    if codec.datagram:
+        view = codec.want()
+        view[: len(data)] = data
+        return codec.received(len(data))
+    pos = 0
+    while pos < len(data):
+        view = codec.want()
+        k = min(len(view), len(data) - pos)
+        view[:k] = data[pos : pos + k]
+        pos += k
+        events += codec.received(k)
+    return events
 
 
 class Ring:

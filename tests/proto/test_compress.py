@@ -200,10 +200,14 @@ def test_lzs_output_bound_and_bomb():
     packet = b"0123456789" * 100
     packed = compress.lzs_compress(packet)
     assert decompress_with(compress.lzs_decompress_into, packed, len(packet)) == packet
-    dst = bytearray(b"\xee" * (len(packet) - 1))
+    # Output goes straight into dst, so a failure leaves partial output there, but never a byte
+    # past dst's end (dst is a window with guard bytes on both sides).
+    backing = bytearray(b"\xee" * (len(packet) + 63))
+    dst = memoryview(backing)[32 : 32 + len(packet) - 1]
     with pytest.raises(FramingError, match="exceeds"):
-        compress.lzs_decompress_into(packed, memoryview(dst))
-    assert dst == b"\xee" * (len(packet) - 1)  # nothing written on failure
+        compress.lzs_decompress_into(packed, dst)
+    assert backing[:32] == backing[-32:] == b"\xee" * 32
+    assert dst[:10] == packet[:10]  # the literals before the match: written straight into dst
     # A bomb: one literal and one match claiming ~15 MB (a million 1111 nibbles, 500 KB).
     bomb = ref_lzs_encode([("lit", 0), ("match", 1, 8 + 15 * 1_000_000, 7), ("end",)])
     dst = bytearray(RECEIVE_BYTES)

@@ -20,13 +20,7 @@ def decode_reads(reads: list[bytes], **kwargs):
     codec = Hdlc(ring.session, **kwargs)
     events = []
     for data in reads:
-        pos = 0
-        while pos < len(data):
-            view = codec.want()
-            k = min(len(view), len(data) - pos)
-            view[:k] = data[pos : pos + k]
-            pos += k
-            events += codec.received(k)
+        events += ref.recv_into(codec, data)
         ring.drain()
     events += codec.close()
     ring.drain()

@@ -162,15 +162,20 @@ def test_round_trip_with_random_accms(frame, accm, memoryview_src):
     assert decode(body, 0) == frame
 
 
-@given(st.lists(st.one_of(special_bytes, st.integers(0, 255)), max_size=80).map(bytes), accms)
-def test_decode_matches_byte_by_byte_reference(raw, accm):
+def decode_copying(raw: bytes, accm: int = 0) -> bytes:
+    return bytes(hdlc.decode_frame_copy(raw, accm))
+
+
+@pytest.mark.parametrize("decoder", [decode, decode_copying], ids=["in place", "copying twin"])
+@given(raw=st.lists(st.one_of(special_bytes, st.integers(0, 255)), max_size=80).map(bytes), accm=accms)
+def test_decode_matches_byte_by_byte_reference(decoder, raw, accm):
     raw = raw.replace(b"\x7e", b"")
     expected = ref_decode(raw, accm)
     if expected is None:
         with pytest.raises(FramingError):
-            decode(raw, accm)
+            decoder(raw, accm)
     else:
-        assert decode(raw, accm) == expected
+        assert decoder(raw, accm) == expected
 
 
 @given(frames, st.integers(0, 0xFFFFFFFF), st.randoms(use_true_random=False))
@@ -243,14 +248,28 @@ def test_decode_writes_only_inside_buf_and_only_shrinks(frame, accm, lead, trail
 
 
 @pytest.mark.parametrize("accm", [0, hdlc.ACCM_ALL])
-def test_both_unescape_strategies_agree(accm):
-    # Few escapes (per-escape join) and many escapes (whole-string arithmetic) on the same data.
+def test_every_unescape_strategy_matches_the_reference(accm):
+    """Three ways to un-escape: in place (runs moved inside the buffer), and the copying twin's
+    two strategies (a per-escape join when escapes are rare, whole-string arithmetic when they
+    are dense).  Each must give exactly what the byte-by-byte reference gives, at every density
+    from none to every byte special, so both sides of the copying twin's switch are taken."""
     rnd = random.Random(accm)
+    sparse = dense = 0
     for size in (2, 10, 100, 1400, 3000):
-        for density in (0.0, 0.01, 0.1, 0.5, 1.0):
+        for density in (0.0, 0.01, 0.03, 0.1, 0.5, 1.0):
             frame = bytes(rnd.choice((0x7D, 0x7E, 0x01)) if rnd.random() < density else rnd.randrange(256)
                           for _ in range(size))
-            assert decode(encode(frame, accm)[1:-1]) == frame
+            raw = encode(frame, accm)[1:-1]
+            expected = ref_decode(raw, accm)
+            assert expected == frame
+            assert decode(raw, accm) == expected  # in place
+            assert decode_copying(raw, accm) == expected
+            assert decode_copying(memoryview(bytearray(raw)), accm) == expected
+            if raw.count(b"\x7d") * hdlc._MANY_ESCAPES < len(raw):
+                sparse += 1
+            else:
+                dense += 1
+    assert sparse and dense
 
 
 # ---- stream splitting -----------------------------------------------------------------------
@@ -259,6 +278,23 @@ def test_both_unescape_strategies_agree(accm):
 def cut(data: bytes, rnd: random.Random, max_pieces: int = 20) -> list[bytes]:
     points = sorted(rnd.randint(0, len(data)) for _ in range(rnd.randint(0, max_pieces)))
     return [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
+
+
+def ref_split(pieces) -> list[bytes]:
+    """The frames of a stream, byte by byte from RFC 1662 section 4: nothing before the first
+    flag belongs to a frame; after it, each flag ends the bytes since the previous one, and an
+    empty run between two flags is no frame."""
+    out, frame, synced = [], bytearray(), False
+    for piece in pieces:
+        for byte in piece:
+            if byte == 0x7E:
+                if synced and frame:
+                    out.append(bytes(frame))
+                frame.clear()
+                synced = True
+            elif synced:
+                frame.append(byte)
+    return out
 
 
 def split_with_feed(pieces, splitter=None):
@@ -300,8 +336,8 @@ def test_split_random_cuts_gives_frames_in_order(frames_, accm, garbage, rnd, sh
     else:
         stream = b"".join(encode(f, accm) for f in frames_)
     pieces = cut(garbage + stream, rnd)  # cuts fall anywhere, including between 7D and its byte
-    for got in (split_with_feed(pieces), split_with_scan(pieces)):
-        assert [decode(raw, accm) for raw in got] == frames_
+    assert split_with_feed(pieces) == split_with_scan(pieces) == ref_split(pieces)
+    assert [decode(raw, accm) for raw in ref_split(pieces)] == frames_
 
 
 def test_split_several_frames_in_one_chunk_are_spans_of_the_chunk():
@@ -400,7 +436,9 @@ def check_decoder_on(raw: bytes, accm: int) -> None:
 
 def check_splitter_on(data: bytes, rnd: random.Random) -> None:
     pieces = cut(data, rnd, 6)
-    assert split_with_feed(pieces) == split_with_scan(pieces)
+    expected = ref_split(pieces)
+    assert split_with_feed(pieces) == expected
+    assert split_with_scan(pieces) == expected
 
 
 fuzz_bytes = st.lists(st.one_of(special_bytes, st.integers(0, 255)), max_size=120).map(bytes)

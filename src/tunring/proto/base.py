@@ -17,9 +17,19 @@ while the record length is unknown, then exactly the bytes that complete the
 record, so a transport that returns one record per read (TLS does, one TLS
 record at a time) fills every packet in place and nothing is copied.  When a
 read holds more than one record (an aggregate), the first record is delivered
-in place and the bytes after it are copied into the packets that follow;
-every such copy is counted in :attr:`Codec.stats` (``rx_copies`` packets,
-``rx_copy_bytes`` bytes).
+in place and the bytes after it are copied into the packets that follow.
+Every memcpy on the receive path is counted in :attr:`Codec.stats`
+(``rx_copies`` packets, ``rx_copy_bytes`` bytes), where it is made: keeping
+the bytes after a record, staging packets out of a slot about to be reused,
+copying into the device, moving a packet inside its slot, ``feed``.
+
+Each received record goes through one of two paths, ``_stream`` or
+``_datagram``, which end in one completion step, ``_complete``: the framing's
+``_record`` classifies the record (a :data:`RecordResult`) and ``_take``
+delivers it.  Records parsed from copied bytes (the stash) take the same step.
+
+Stream end: ``close()`` delivers what is pending and raises FramingError if
+the stream ended inside a record, or inside anything a framing reassembles.
 
 Sending (device -> transport)::
 
@@ -28,9 +38,10 @@ Sending (device -> transport)::
     sock.sendall(wire); device.release(p)
 
 Headroom: a device must give every packet ``Codec.headroom`` bytes in front of
-its data for zero-copy in both directions; a :class:`~tunring.session.Session`
-gives ``4 + lead``, so create it with ``lead=codec_class.session_lead()``.
-With less headroom the codec still works, by copying (counted).
+its data (its ``headroom``) for zero-copy in both directions; a
+:class:`~tunring.session.Session` gives ``4 + lead``, so create it with
+``lead=codec_class.session_lead()``.  With less headroom the codec still
+works, by copying (counted).
 
 Errors: a stream that cannot be resynchronised (wrong magic, impossible
 length) raises :class:`~tunring.errors.FramingError` with an ``offset``
@@ -38,7 +49,9 @@ attribute (the stream offset of the record that failed) and the codec stays
 failed.  A record that is well framed but not understood (unknown type), and
 any bad datagram, is dropped, counted in ``rx_drops`` and reported as a
 :class:`Dropped` event.  Decompression failures raise FramingError after the
-record has been consumed; nothing of that record is delivered.
+record has been consumed; nothing of that record is delivered, and the stream
+goes on.  Compressed records are decompressed in the slot they were read into
+(allocated large enough for that).
 """
 
 from __future__ import annotations
@@ -46,12 +59,15 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import TYPE_CHECKING, ClassVar, NoReturn, cast
 
 from .. import layout as L
 from ..device import Device
 from ..errors import FramingError, RingFull
 from ..packet import Packet
+
+if TYPE_CHECKING:
+    from . import compress
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +132,11 @@ class Dropped(Event):
 
 @dataclass
 class CodecStats:
-    """Counters of one codec.  ``rx_copies`` counts delivered packets any byte of
-    which was copied rather than read in place (aggregates, misplaced headers);
-    ``rx_copy_bytes`` counts every byte memcpy'd on the receive path, staging
-    included.  ``tx_copies``: records built outside the packet (short headroom)."""
+    """Counters of one codec.  ``rx_copies`` counts delivered packets any byte of which was
+    copied rather than read in place (aggregates, misplaced headers, ``feed``, decompressor
+    output built in a library's memory); ``rx_copy_bytes`` counts every byte memcpy'd on the
+    receive path: staging into private memory, joining stashed bytes, copies into the ring,
+    moves inside a slot.  ``tx_copies``: records built outside the packet (short headroom)."""
 
     rx_packets: int = 0
     rx_bytes: int = 0
@@ -144,16 +161,13 @@ class Compressed:
     end: int
 
 
-Segment = tuple  # (start, end): an IP packet inside the buffer
-RecordResult = Union[Segment, Event, Compressed, None, list]
-
-
-def framing_error(message: str, offset: int) -> FramingError:
-    """A FramingError carrying ``offset`` (where the bad record starts) and the bare ``reason``."""
-    err = FramingError(f"{message} (at stream offset {offset})")
-    err.offset = offset  # type: ignore[attr-defined]
-    err.reason = message  # type: ignore[attr-defined]
-    return err
+#: An IP packet inside the record's buffer: ``(start, end)``.
+Segment = tuple[int, int]
+#: The verdict of a framing's ``_record()`` on one complete record, handled in one place
+#: (``Codec._take``): a Segment (the common case), Compressed, an Event (a control message, or
+#: Dropped), None (nothing to deliver), or a list of Segments, ``bytes`` (IP packets the framing
+#: already copied out, counted) and Events, in stream order.
+RecordResult = Segment | Compressed | Event | None | list
 
 
 class Codec:
@@ -184,7 +198,9 @@ class Codec:
 
     @classmethod
     def session_lead(cls) -> int:
-        """The Session ``lead`` that gives this framing's header room (4 + lead >= headroom)."""
+        """The Session ``lead`` that gives this framing's headroom (a Session's is 4 + lead)."""
+        # The one place a codec meets the ring's Size field: every other decision uses the
+        # device's own ``headroom``.
         return max(0, cls.headroom - L.SIZE_FIELD)
 
     def __init__(
@@ -203,42 +219,50 @@ class Codec:
             raise ValueError(f"{self.name} has no stream form")
         self.device = device
         self.datagram = datagram
-        mtu = getattr(device, "mtu", 1500)
-        self.mtu = mtu
+        self.mtu = device.mtu
         #: Largest record payload accepted; longer records are framing errors.
-        self.max_payload = max_payload if max_payload is not None else max(STREAM_MIN_PAYLOAD_BYTES, mtu)
+        self.max_payload = max_payload if max_payload is not None else max(STREAM_MIN_PAYLOAD_BYTES, self.mtu)
         self.max_payload = min(self.max_payload, L.MAX_IP_PACKET_SIZE - self.headroom)
         self._max_record = self.max_payload + self.headroom
-        self._fits = False  # the device's headroom holds our header (known after one allocation)
         self.stats = CodecStats()
         self.compression = compression
-        self._decompressor = None
-        self._compressor = None
-        if compression is not None and compression not in self.compressions:
-            raise ValueError(f"{self.name} cannot carry {compression!r} compression "
-                             f"(it carries: {', '.join(self.compressions) or 'none'})")
-        if compression is not None:
-            from . import compress  # only when asked for: it may need optional packages
-
-            self._decompressor = compress.decompressor(compression)
-            self._compressor = compress.compressor(compression)
+        self._compressor, self._decompressor = self._compression(compression)
+        #: Decompressed packets get max(DECOMPRESS_MIN_BYTES, mtu), as OpenConnect gives them.
+        self._decompress_bytes = max(DECOMPRESS_MIN_BYTES, self.mtu)
+        # Placement: the record header goes into the device's headroom.  With less headroom
+        # the IP data lands late and is moved at delivery (a counted copy).
+        # Every device has a headroom (Session: 4 + lead); the Device ABC declares it with the ring rework.
+        self._lead = min(self.headroom, device.headroom)  # type: ignore[attr-defined]
+        payload = self.max_payload if self._decompressor is None else max(self.max_payload, self._decompress_bytes)
+        self._alloc_bytes = payload + self.headroom - self._lead  # a compressed record decompresses in its own slot
         self._pkt: Packet | None = None  # packet the current record is read into
         self._base = 0  # where the current record starts in _pkt.buf
         self._room = 0  # bytes from _base to the end of _pkt's memory we may fill
         self._have = 0  # bytes of the current record present at _base
         self._need = 0  # the current record's total length, 0 while unknown
         self._offset = 0  # stream offset of the current record (datagram: index)
+        self._copied = False  # some of the current packet's bytes were copied into it
         self._stash: memoryview | None = None  # read bytes after a complete record, not yet parsed
-        # IP packets (bytes, or views of the stash) waiting to be copied into the
-        # device, and (payload, offset) tuples of compressed records to decompress.
-        self._copies: deque = deque()
+        # Waiting for the device, in order: IP packets to copy in (bytes, or views of private
+        # memory) and (payload, offset) tuples of compressed records to decompress.
+        self._queue: deque = deque()
         self._events: list[Event] = []
         self._failed: FramingError | None = None
-        self._partly_copied = False  # the current packet's first bytes came from the stash
         self._shrink_and_send = device.shrink_and_send
         self._allocate = device.allocate
 
-    # -- receiving ---------------------------------------------------------------
+    def _compression(self, name: str | None) -> tuple[compress.Compressor | None, compress.Decompressor | None]:
+        """The (compressor, decompressor) pair of the negotiated algorithm, if any."""
+        if name is None:
+            return None, None
+        if name not in self.compressions:
+            raise ValueError(f"{self.name} cannot carry {name!r} compression "
+                             f"(it carries: {', '.join(self.compressions) or 'none'})")
+        from . import compress  # only when asked for: it may need optional packages
+
+        return compress.compressor(name), compress.decompressor(name)
+
+    # -- receiving: the transport's side ---------------------------------------------
     @property
     def packet(self) -> Packet | None:
         """The packet the next bytes are read into (None until ``want()``)."""
@@ -267,162 +291,416 @@ class Codec:
         call again) or the FramingError that stopped the stream.
         """
         p = self._pkt
-        if p is not None:
-            base = self._base
-            need = self._need
-            if not need and exact and not self.datagram:
-                need = self.min_header
-            return p.buf[base + self._have : base + (need or self._room)]
-        if self._fits and self._failed is None and not self._copies and self._stash is None:
-            # Fast path: a new packet with the header room in front of its data.
-            p = self._allocate(self.max_payload)
-            self._pkt = p
-            base = self._base = p.start - self.headroom
-            self._room = p.end - base
-            return p.buf[base : (base + self.min_header) if exact and not self.datagram else p.end]
-        if self._failed is not None:
-            raise self._failed
-        if self._copies or self._stash is not None:
-            self._drain()
-        if self._pkt is None:
-            self._start_packet()
-        return self.want(exact)
+        if p is None:
+            if self._failed is not None or self._queue or self._stash is not None:
+                p = self._next_packet()
+            else:
+                p = self._start_packet()
+        base = self._base
+        end = self._need or (self.min_header if exact and not self.datagram else self._room)
+        return p.buf[base + self._have : base + end]
 
     def received(self, n: int) -> list[Event]:
-        """``n`` bytes were written at the start of the last ``want()`` view."""
+        """``n`` bytes were written at the start of the last ``want()`` view: deliver what they complete."""
         p = self._pkt
-        if p is not None and n > 0 and not self.datagram:
-            # Fast path (the common case, kept flat on purpose: Python pays per
-            # call): a stream read that completes exactly one record.
-            have = self._have + n
-            need = self._need
-            if have > (need or self._room):
-                raise ValueError("received(): more bytes than the last want() view holds")
-            if have < need or (not need and have < self.min_header):
-                self._have = have
-                return self._take_events() if self._events else []
-            base = self._base
-            buf = p.buf
-            if not need:
-                try:
-                    need = self._length(buf, base)
-                except FramingError:
-                    need = -1
-                if not self.min_header <= need <= self._max_record:
-                    need = self._checked_length(buf, base)  # raises the right error
-            if have == need and not self._partly_copied:
-                self._pkt = None
-                self._have = self._need = 0
-                offset = self._offset
-                self._offset = offset + need
-                end = base + need
-                try:
-                    result = self._record(buf, base, end)
-                except FramingError as err:
-                    result = self._bad_record(p, err, end - base, offset)
-                if type(result) is tuple and result[0] == p.start:
-                    size = result[1] - result[0]
-                    self._shrink_and_send(p, size)
-                    stats = self.stats
-                    stats.rx_packets += 1
-                    stats.rx_bytes += size
-                else:
-                    self._dispatch(p, buf, base, end, offset, False, result)
-                if self._copies:
-                    self._drain(soft=True)
-                return self._take_events() if self._events else []
-            self._have = have
-            self._need = need
-            self._stream(p)
-        elif p is not None and n > 0 and self._failed is None:
-            # Datagram fast path: a well-formed record whose IP packet is in place.
-            if n > self._room:
-                raise ValueError("received(): more bytes than the last want() view holds")
-            base = self._base
-            buf = p.buf
-            end = base + n
-            index = self._offset
-            self._pkt = None
-            self._offset = index + 1
-            try:
-                if n < self.min_header:
-                    raise FramingError(f"datagram of {n} bytes is shorter than the header")
-                length = self._length(buf, base)
-                if length >= 0 and length != n:
-                    raise FramingError(f"header says {length} bytes, the datagram has {n}")
-                result = self._record(buf, base, end)
-            except FramingError as err:
-                self.device.cancel(p)
-                self._drop(n, str(err), index)
-                return self._take_events()
-            if type(result) is tuple and result[0] == p.start:
-                size = result[1] - result[0]
-                self._shrink_and_send(p, size)
-                stats = self.stats
-                stats.rx_packets += 1
-                stats.rx_bytes += size
-            else:
-                self._dispatch(p, buf, base, end, index, False, result)
+        if p is None or self._failed is not None or (n <= 0 and not self.datagram):
+            return self._received_nothing(n)
+        if self.datagram:
+            self._datagram(p, n)
         else:
-            if self._failed is not None:
-                raise self._failed
-            if n <= 0 and not self.datagram:
-                return self._take_events()
-            if p is None or not 0 <= n <= (self._need or self._room) - self._have:
-                raise ValueError("received(): more bytes than the last want() view holds")
-            self._have += n
-            if self.datagram:
-                self._datagram(p)
-            else:
-                self._stream(p)
-        if self._copies or self._stash is not None:
+            self._stream(p, n)
+        if self._queue or self._stash is not None:
             self._drain(soft=True)
         # Events stay queued if anything above raised: the next call returns them.
+        return self._take_events() if self._events else []
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Copying convenience: push ``data`` through want()/received() (stream: any amount;
+        datagram: exactly one record).  Every byte is copied once, into its packet (counted)."""
+        data = memoryview(data).cast("B")
+        if self.datagram:
+            return self._feed_datagram(data)
+        events: list[Event] = []
+        error: FramingError | None = None
+        pos = 0
+        while pos < len(data):
+            view = self.want(exact=True)  # whole records into their own packets: no aggregates
+            k = min(len(view), len(data) - pos)
+            self._copy_in(view, data[pos : pos + k])
+            pos += k
+            try:
+                events += self.received(k)
+            except FramingError as err:
+                if self._failed is not None:
+                    raise
+                error = error or err  # a bad compressed record: consumed, the stream goes on
+        if error is not None:
+            self._events[:0] = events  # returned by the next call
+            raise error
+        return events
+
+    def close(self) -> list[Event]:
+        """End of stream: deliver what is pending and return the last events.
+
+        A stream that ends inside a record (or inside anything a framing reassembles, such as
+        an oNCP KMP message) ended badly: a FramingError at that record's offset, and the codec
+        stays failed.  May raise RingFull (nothing lost: drain the device and call again).
+        """
+        if self._failed is not None:
+            raise self._failed
+        self._drain()
+        self._end_of_stream()
+        self._pkt_cancel()
         return self._take_events()
+
+    def _received_nothing(self, n: int) -> list[Event]:
+        """received() without a packet to complete: a stopped stream, an empty read, or a misuse."""
+        if self._failed is not None:
+            raise self._failed
+        if n != 0:
+            raise ValueError("received(): more bytes than the last want() view holds")
+        return self._take_events()
+
+    def _feed_datagram(self, data: memoryview) -> list[Event]:
+        view = self.want()
+        if len(data) > len(view):
+            index = self._offset
+            self._pkt_cancel()
+            self._offset = index + 1
+            self._drop(len(data), f"datagram of {len(data)} bytes exceeds the {len(view)}-byte maximum", index)
+            return self._take_events()
+        self._copy_in(view, data)
+        return self.received(len(data))
+
+    def _end_of_stream(self) -> None:
+        """Fail if the stream ended inside a record (framings that hold more state extend this)."""
+        if self._have:
+            self._fail(f"stream ends inside a record ({self._have} bytes of it present)")
 
     def _take_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Copying convenience: push ``data`` through want()/received() (stream: any
-        amount; datagram: exactly one record)."""
-        data = memoryview(data).cast("B")
-        events: list[Event] = []
-        if self.datagram:
-            view = self.want()
-            if len(data) > len(view):
-                self._pkt_cancel()
-                self._offset += 1
-                self._drop(len(data), f"datagram of {len(data)} bytes exceeds the {len(view)}-byte maximum")
-                events.extend(self._events)
-                self._events = []
-                return events
-            view[: len(data)] = data
-            return events + self.received(len(data))
-        pos = 0
-        while pos < len(data):
-            view = self.want()
-            k = min(len(view), len(data) - pos)
-            view[:k] = data[pos : pos + k]
-            pos += k
-            events.extend(self.received(k))
-        return events
+    # -- receiving: the two paths, one completion step --------------------------------
+    def _stream(self, p: Packet, n: int) -> None:
+        """``n`` more stream bytes in ``p``: complete the record once all of it is there."""
+        have = self._have + n
+        need = self._need
+        if have > (need or self._room):
+            raise ValueError("received(): more bytes than the last want() view holds")
+        self._have = have
+        base = self._base
+        if not need:
+            if have < self.min_header:
+                return
+            try:  # inline: this runs for every record
+                need = self._length(p.buf, base)
+            except FramingError:
+                need = 0
+            if not self.min_header <= need <= self._max_record:
+                self._checked_length(p.buf, base)  # says what is wrong and stops the stream
+            self._need = need
+        if have < need:
+            return
+        if have > need:
+            # An aggregate: keep the bytes after this record before p's memory is reused.
+            self._stash_bytes(p.buf[base + need : base + have])
+        offset, copied = self._detach(need)
+        self._complete(p, p.buf, base, base + need, offset, copied)
 
-    def close(self) -> list[Event]:
-        """End of stream: deliver what is pending; a partial record is a FramingError."""
+    def _datagram(self, p: Packet, n: int) -> None:
+        """One whole datagram of ``n`` bytes in ``p``: a bad one is a counted drop."""
+        if not 0 <= n <= self._room:
+            raise ValueError("received(): more bytes than the last want() view holds")
+        base = self._base
+        offset, copied = self._detach(1)
+        fault = self._datagram_fault(p.buf, base, n)
+        if fault is not None:
+            self.device.cancel(p)
+            self._drop(n, fault, offset)
+            return
+        self._complete(p, p.buf, base, base + n, offset, copied)
+
+    def _datagram_fault(self, buf: memoryview, base: int, n: int) -> str | None:
+        """Why the datagram buf[base:base+n] is not a record of this framing, or None."""
+        if n < self.min_header:
+            return f"datagram of {n} bytes is shorter than the header"
+        try:
+            length = self._length(buf, base)
+        except FramingError as err:
+            return err.reason
+        if length >= 0 and length != n:
+            return f"header says {length} bytes, the datagram has {n}"
+        return None
+
+    def _detach(self, size: int) -> tuple[int, bool]:
+        """The current record is complete (``size``: its stream bytes, or 1 datagram): the
+        codec lets go of its packet; returns the record's offset and whether it was copied."""
+        offset, copied = self._offset, self._copied
+        self._pkt = None
+        self._have = self._need = 0
+        self._copied = False
+        self._offset = offset + size
+        return offset, copied
+
+    def _complete(self, p: Packet | None, buf: memoryview, base: int, end: int, offset: int, copied: bool) -> None:
+        """The completion step of every path: classify the record buf[base:end] and deliver it.
+
+        ``p`` is the packet the record lies in, or None for a record in private memory (the
+        stash).  The common case, one IP packet already where the slot's data starts, is sent
+        right here; everything else goes through :meth:`_take`.
+        """
+        try:
+            result = self._record(buf, base, end)
+        except FramingError as err:
+            if p is not None:
+                self.device.cancel(p)
+            self._bad_record(err.reason, end - base, offset)
+            return
+        if p is not None and type(result) is tuple and result[0] == p.start and not copied:
+            size = result[1] - result[0]
+            self._shrink_and_send(p, size)
+            stats = self.stats
+            stats.rx_packets += 1
+            stats.rx_bytes += size
+        else:
+            self._take(result, p, buf, end - base, offset, copied)
+
+    def _checked_length(self, buf: memoryview, off: int) -> int:
+        """The length of the record at ``off``; a length the framing cannot have stops the stream."""
+        try:
+            length = self._length(buf, off)
+        except FramingError as err:
+            self._fail(err.reason)
+        if length < self.min_header:
+            self._fail(f"record length {length} is shorter than the {self.min_header}-byte header")
+        if length > self._max_record:
+            self._fail(f"record length {length} exceeds the maximum {self._max_record}")
+        return length
+
+    def _bad_record(self, reason: str, length: int, offset: int) -> None:
+        """A record the framing refused: a datagram is dropped, a stream stops."""
+        if self.datagram:
+            self._drop(length, reason, offset)
+        else:
+            self._fail(reason, offset)
+
+    def _fail(self, reason: str, offset: int | None = None) -> NoReturn:
+        """Stop the stream at ``offset`` (default: the current record's) with a FramingError,
+        raised now and by every later call."""
+        self._failed = FramingError(reason, self._offset if offset is None else offset)
+        self._pkt_cancel()
+        self._stash = None
+        raise self._failed from None
+
+    def _drop(self, length: int, reason: str, offset: int | None = None) -> None:
+        self.stats.rx_drops += 1
+        if offset is None:
+            offset = self._offset
+        log.debug("%s: dropped %d bytes at %d: %s", self.name, length, offset, reason)
+        self._events.append(Dropped(offset, length, reason))
+
+    # -- receiving: delivery -----------------------------------------------------------
+    def _take(self, result: RecordResult, p: Packet | None, buf: memoryview, length: int, offset: int,
+              copied: bool) -> None:
+        """Deliver what ``_record()`` found: the one place a RecordResult is handled.
+
+        ``p``: the packet the record lies in (its first IP packet is sent in place, the rest
+        staged before p's memory is reused), or None when ``buf`` is private memory (each IP
+        packet is then copied into a new packet).
+        """
+        if type(result) is tuple:
+            if p is None:
+                self._queue.append(buf[result[0] : result[1]])
+            else:
+                self._send_in_place(p, result[0], result[1], copied)
+        elif type(result) is list:
+            self._take_several(result, p, buf, length, offset, copied)
+        elif isinstance(result, Compressed):
+            if p is None:
+                self._queue.append((buf[result.start : result.end], offset))  # decompressed in turn
+            else:
+                self._decompress(buf[result.start : result.end], p, offset, copied)
+        else:
+            if p is not None:
+                self.device.cancel(p)
+            if result is not None:
+                self._event(cast(Event, result), length, offset)
+
+    def _take_several(self, items: list, p: Packet | None, buf: memoryview, length: int, offset: int,
+                      copied: bool) -> None:
+        """A record holding several items: the first IP packet stays in ``p`` if no packet comes before it."""
+        first = None
+        in_place = p is not None
+        for item in items:
+            kind = type(item)
+            if kind is tuple:
+                if in_place:
+                    first = item
+                elif p is not None:  # p's memory is reused once p is sent: stage a copy first
+                    self._queue.append(self._stage(buf[item[0] : item[1]]))
+                else:  # private memory stays valid: the only copy left is the one into the device
+                    self._queue.append(buf[item[0] : item[1]])
+                in_place = False
+            elif kind is bytes:  # copied out (and counted) by the framing already
+                self._queue.append(item)
+                in_place = False
+            elif item is not None:
+                self._event(item, length, offset)
+        if p is not None:
+            if first is None:
+                self.device.cancel(p)
+            else:
+                self._send_in_place(p, first[0], first[1], copied)
+
+    def _event(self, event: Event, length: int, offset: int) -> None:
+        if isinstance(event, Dropped):
+            self._drop(length, event.reason, offset)
+        else:
+            self.stats.rx_control += 1
+            self._events.append(event)
+
+    def _send_in_place(self, p: Packet, start: int, end: int, copied: bool) -> None:
+        """Send the IP packet buf[start:end] of ``p``, moved to the slot's data if it is not there."""
+        n = end - start
+        if start != p.start:
+            # The header was not the size the record was placed for (PPP header compression,
+            # short headroom): move the IP packet to the slot's data.
+            p.buf[p.start : p.start + n] = p.buf[start:end]
+            self.stats.rx_copy_bytes += n
+            copied = True
+        self._send(p, n, copied)
+
+    def _send(self, p: Packet, n: int, copied: bool) -> None:
+        """Shrink ``p`` (the last packet allocated) to ``n`` bytes and send it; count it."""
+        self._shrink_and_send(p, n)
+        stats = self.stats
+        stats.rx_packets += 1
+        stats.rx_bytes += n
+        if copied:
+            stats.rx_copies += 1
+
+    def _decompress(self, src: memoryview, p: Packet | None, offset: int, copied: bool) -> None:
+        """Decompress a compressed record's payload ``src`` into ``p``'s slot and send it.
+
+        ``p`` is the packet the record was read into (allocated large enough for this, and
+        ``src`` lies in it: decompressors read their input whole before writing), or None for a
+        record from private memory: then a new packet is allocated (RingFull propagates).  A
+        bad record is a FramingError after it has been consumed; nothing of it is delivered.
+        """
+        decompressor = self._decompressor
+        if decompressor is None:
+            if p is not None:
+                self.device.cancel(p)
+            raise FramingError("compressed record but no compression was negotiated", offset)
+        if p is None:
+            p = self._allocate(self._decompress_bytes)
+        try:
+            n = decompressor.decompress_into(src, p.buf[p.start : p.start + self._decompress_bytes])
+        except Exception as err:  # FramingError, or a decompressor's own error type: the same meaning
+            self.device.cancel(p)
+            raise FramingError(f"compressed record: {getattr(err, 'reason', err)}", offset) from None
+        if decompressor.staged:  # built in the library's memory, then copied into the slot
+            self.stats.rx_copy_bytes += n
+            copied = True
+        self.stats.rx_decompressed += 1
+        self._send(p, n, copied)
+
+    # -- receiving: placement and copies ----------------------------------------------
+    def _next_packet(self) -> Packet:
+        """The packet the next bytes go into: what is queued or stashed goes first."""
         if self._failed is not None:
             raise self._failed
         self._drain()
-        events = self._events
-        self._events = []
-        if self._have:
-            have, offset = self._have, self._offset
-            self._pkt_cancel()
-            self._failed = framing_error(f"stream ends inside a record ({have} bytes of it present)", offset)
-            raise self._failed
-        self._pkt_cancel()
-        return events
+        # The stash may have started a record in a new packet.
+        return self._pkt if self._pkt is not None else self._start_packet()
+
+    def _start_packet(self) -> Packet:
+        """Allocate the packet the next record is read into, its header in the headroom."""
+        p = self._pkt = self._allocate(self._alloc_bytes)
+        base = self._base = p.start - self._lead
+        self._room = p.end - base
+        self._have = self._need = 0
+        return p
+
+    def _pkt_cancel(self) -> None:
+        if self._pkt is not None:
+            self.device.cancel(self._pkt)
+            self._pkt = None
+        self._have = self._need = 0
+        self._copied = False
+
+    def _copy_in(self, view: memoryview, data: memoryview | bytes) -> None:
+        """Copy ``data`` into the current packet at ``view`` (counted; the packet is a copy now)."""
+        view[: len(data)] = data
+        self.stats.rx_copy_bytes += len(data)
+        self._copied = True
+
+    def _stage(self, *views: memoryview | bytes) -> bytes:
+        """Copy ``views``, joined, out to private memory (counted)."""
+        data = b"".join(views)
+        self.stats.rx_copy_bytes += len(data)
+        return data
+
+    def _stash_bytes(self, view: memoryview) -> None:
+        """Keep read bytes that follow a complete record, after what is stashed already."""
+        self._stash = memoryview(self._stage(view) if self._stash is None else self._stage(self._stash, view))
+
+    def _write(self, data: memoryview | bytes) -> None:
+        """Copy one IP packet into a new packet of the device and send it (counted)."""
+        n = len(data)
+        p = self._allocate(n)
+        p.buf[p.start : p.start + n] = data
+        self.stats.rx_copy_bytes += n
+        self._send(p, n, True)
+
+    def _drain(self, soft: bool = False) -> None:
+        """Copy queued packets into the device and parse stashed stream bytes.
+
+        ``soft``: stop quietly when the ring is full (the rest waits for the
+        next ``want()``); otherwise RingFull propagates.
+        """
+        try:
+            self._drain_queue()
+            while self._stash is not None:
+                self._parse_stash()
+                self._drain_queue()
+        except RingFull:
+            if not soft:
+                raise
+
+    def _drain_queue(self) -> None:
+        queue = self._queue
+        while queue:
+            item = queue.popleft()  # consumed even if it turns out bad (a FramingError)
+            try:
+                if type(item) is tuple:  # (compressed payload, offset)
+                    self._decompress(item[0], None, item[1], True)
+                else:
+                    self._write(item)
+            except RingFull:
+                queue.appendleft(item)  # nothing lost: it goes first next time
+                raise
+
+    def _parse_stash(self) -> None:
+        """Take one record, or the start of one, from the stash."""
+        stash = self._stash
+        assert stash is not None
+        n = len(stash)
+        need = self._checked_length(stash, 0) if n >= self.min_header else 0
+        if need and n >= need:
+            rest = stash[need:]
+            self._stash = rest if len(rest) else None
+            offset = self._offset
+            self._offset += need
+            self._complete(None, stash, 0, need, offset, True)
+            return
+        # The start of a record: into a new packet, where the rest is read in place behind it.
+        self._start_packet()
+        self._copy_in(self._pkt.buf[self._base : self._base + n], stash)  # type: ignore[union-attr]
+        self._have = n
+        self._need = need
+        self._stash = None
 
     # -- subclass interface ------------------------------------------------------
     def _length(self, buf: memoryview, off: int) -> int:
@@ -431,9 +709,7 @@ class Codec:
         raise NotImplementedError
 
     def _record(self, buf: memoryview, off: int, end: int) -> RecordResult:
-        """Classify the complete record ``buf[off:end]``: an IP segment ``(start,
-        end)``, a list of segments, ``bytes`` (IP packets the framing already
-        copied out) and events, an Event, Compressed, or None (nothing to deliver)."""
+        """Classify the complete record ``buf[off:end]`` (see :data:`RecordResult`)."""
         raise NotImplementedError
 
     def _pack(self, buf: memoryview, off: int, length: int) -> None:
@@ -446,290 +722,6 @@ class Codec:
 
     def _pack_compressed(self, payload: bytes) -> bytes:
         raise ValueError(f"{self.name} has no compressed records")
-
-    # -- placement -----------------------------------------------------------------
-    def _start_packet(self) -> None:
-        """Allocate the packet the next record is read into, header in its headroom."""
-        dev = self.device
-        p = self._allocate(self.max_payload)
-        lead = self.headroom
-        # The header goes into the headroom; if there is too little, the IP data
-        # lands late and is moved to p.start at delivery (a counted copy).
-        self._fits = p.start - p.lo >= lead
-        if not self._fits:
-            dev.cancel(p)
-            p = dev.allocate(self.max_payload + lead - p.headroom)
-            lead = p.headroom
-        self._pkt = p
-        self._base = p.start - lead
-        self._room = p.end - self._base
-        self._have = 0
-        self._need = 0
-
-    def _pkt_cancel(self) -> None:
-        if self._pkt is not None:
-            self.device.cancel(self._pkt)
-            self._pkt = None
-        self._have = self._need = 0
-        self._partly_copied = False
-
-    def _stream(self, p: Packet) -> None:
-        buf = p.buf
-        base = self._base
-        need = self._need
-        if not need:
-            if self._have < self.min_header:
-                return
-            need = self._checked_length(buf, base)
-            if need > self._room:
-                # Only possible when the device gave less room than max_payload needs.
-                self._fail(f"record of {need} bytes does not fit the {self._room}-byte packet")
-            self._need = need
-        have = self._have
-        if have < need:
-            return
-        if have > need:
-            # An aggregate: keep the bytes after this record before the packet's
-            # memory is shrunk or reused.
-            self._stash_bytes(buf[base + need : base + have])
-        self._pkt = None
-        self._have = self._need = 0
-        offset = self._offset
-        self._offset += need
-        copied, self._partly_copied = self._partly_copied, False
-        self._deliver(p, buf, base, base + need, offset, copied)
-
-    def _datagram(self, p: Packet) -> None:
-        buf = p.buf
-        base = self._base
-        end = base + self._have
-        self._pkt = None
-        self._have = self._need = 0
-        index = self._offset
-        self._offset += 1
-        try:
-            if end - base < self.min_header:
-                raise framing_error(f"datagram of {end - base} bytes is shorter than the header", index)
-            length = self._length(buf, base)
-            if length >= 0 and length != end - base:
-                raise framing_error(f"header says {length} bytes, the datagram has {end - base}", index)
-        except FramingError as err:
-            self.device.cancel(p)
-            self._drop(end - base, str(err), index)
-            return
-        self._deliver(p, buf, base, end, index)
-
-    def _checked_length(self, buf: memoryview, off: int) -> int:
-        try:
-            length = self._length(buf, off)
-        except FramingError as err:
-            self._fail(str(err))
-        if length < self.min_header:
-            self._fail(f"record length {length} is shorter than the {self.min_header}-byte header")
-        if length > self._max_record:
-            self._fail(f"record length {length} exceeds the maximum {self._max_record}")
-        return length
-
-    def _fail(self, message: str):
-        self._failed = framing_error(message, self._offset)
-        self._pkt_cancel()
-        self._stash = None
-        raise self._failed
-
-    def _drop(self, length: int, reason: str, offset: int | None = None) -> None:
-        self.stats.rx_drops += 1
-        if offset is None:
-            offset = self._offset
-        log.debug("%s: dropped %d bytes at %d: %s", self.name, length, offset, reason)
-        self._events.append(Dropped(offset, length, reason))
-
-    # -- delivery ----------------------------------------------------------------
-    def _deliver(self, p: Packet, buf: memoryview, off: int, end: int, offset: int, copied: bool = False) -> None:
-        """Deliver the complete record buf[off:end] that sits in packet ``p``."""
-        result = self._classify(p, buf, off, end, offset)
-        self._dispatch(p, buf, off, end, offset, copied, result)
-
-    def _classify(self, p: Packet, buf: memoryview, off: int, end: int, offset: int) -> RecordResult:
-        """The framing's verdict on a record; a FramingError drops a datagram or stops a stream."""
-        try:
-            return self._record(buf, off, end)
-        except FramingError as err:
-            return self._bad_record(p, err, end - off, offset)
-
-    def _bad_record(self, p: Packet, err: FramingError, length: int, offset: int) -> None:
-        if self.datagram:
-            self._drop(length, str(err), offset)
-            return None  # the caller cancels p
-        self.device.cancel(p)
-        self._failed = framing_error(str(err), offset)
-        self._stash = None
-        raise self._failed from None
-
-    def _dispatch(self, p: Packet, buf: memoryview, off: int, end: int, offset: int, copied: bool,
-                  result: RecordResult) -> None:
-        if type(result) is tuple:
-            self._send_in_place(p, buf, result[0], result[1], copied)
-        elif type(result) is list:
-            # The first IP packet stays in place if nothing must be delivered before it.
-            first = None
-            data_seen = False
-            for item in result:
-                kind = type(item)
-                if kind is tuple:
-                    if not data_seen:
-                        first = item
-                    else:
-                        self._copies.append(bytes(buf[item[0] : item[1]]))
-                        self.stats.rx_copy_bytes += item[1] - item[0]
-                    data_seen = True
-                elif kind is bytes:  # already copied out by the framing
-                    self._copies.append(item)
-                    data_seen = True
-                else:
-                    self._event(item, end - off, offset)
-            if first is None:
-                self.device.cancel(p)
-            else:
-                self._send_in_place(p, buf, first[0], first[1], copied)
-        elif isinstance(result, Compressed):
-            payload = bytes(buf[result.start : result.end])
-            self.device.cancel(p)
-            self._copies.append((payload, offset))  # decompressed in turn by _drain_copies
-        else:
-            self.device.cancel(p)
-            if result is not None:
-                self._event(result, end - off, offset)
-
-    def _event(self, event: Event, length: int, offset: int) -> None:
-        if isinstance(event, Dropped):
-            self._drop(length, event.reason, offset)
-        else:
-            self.stats.rx_control += 1
-            self._events.append(event)
-
-    def _send_in_place(self, p: Packet, buf: memoryview, start: int, end: int, copied: bool = False) -> None:
-        n = end - start
-        if start != p.start:
-            # The header was not the size we placed the record for (PPP header
-            # compression, short headroom): move the IP packet to the slot's data.
-            buf[p.start : p.start + n] = buf[start:end]
-            self.stats.rx_copy_bytes += n
-            copied = True
-        if copied:
-            self.stats.rx_copies += 1
-        self._shrink_and_send(p, n)
-        self.stats.rx_packets += 1
-        self.stats.rx_bytes += n
-
-    def _decompress(self, payload: bytes, offset: int) -> None:
-        if self._decompressor is None:
-            raise framing_error("compressed record but no compression was negotiated", offset)
-        dev = self.device
-        q = dev.allocate(max(DECOMPRESS_MIN_BYTES, self.mtu))
-        try:
-            n = self._decompressor.decompress_into(payload, q.data)
-        except FramingError as err:
-            dev.cancel(q)
-            raise framing_error(f"compressed record: {err}", offset) from None
-        except Exception as err:  # a decompressor's own error type: same meaning
-            dev.cancel(q)
-            raise framing_error(f"compressed record: {err}", offset) from None
-        dev.shrink_and_send(q, n)
-        self.stats.rx_decompressed += 1
-        self.stats.rx_packets += 1
-        self.stats.rx_bytes += n
-
-    def _stash_bytes(self, view: memoryview) -> None:
-        data = bytes(view)
-        self.stats.rx_copy_bytes += len(data)
-        if self._stash is not None:
-            data = bytes(self._stash) + data
-        self._stash = memoryview(data)
-
-    def _drain(self, soft: bool = False) -> None:
-        """Copy queued packets into the device and parse stashed stream bytes.
-
-        ``soft``: stop quietly when the ring is full (the rest waits for the
-        next ``want()``); otherwise RingFull propagates.
-        """
-        try:
-            self._drain_copies()
-            while self._stash is not None:
-                self._parse_stash()
-                self._drain_copies()
-        except RingFull:
-            if not soft:
-                raise
-
-    def _drain_copies(self) -> None:
-        copies = self._copies
-        dev = self.device
-        stats = self.stats
-        while copies:
-            data = copies[0]
-            if type(data) is tuple:  # (compressed payload, offset): RingFull leaves it queued
-                copies.popleft()
-                try:
-                    self._decompress(*data)
-                except RingFull:
-                    copies.appendleft(data)
-                    raise
-                continue
-            dev.write(data)  # allocate + copy + send; RingFull leaves it queued
-            copies.popleft()
-            stats.rx_copies += 1
-            stats.rx_packets += 1
-            stats.rx_bytes += len(data)
-
-    def _parse_stash(self) -> None:
-        """Take one record (or the start of one) from the stash."""
-        stash = self._stash
-        assert stash is not None
-        n = len(stash)
-        need = 0
-        if n >= self.min_header:
-            need = self._checked_length(stash, 0)
-        if need and n >= need:
-            # A whole record in the stash: deliver it by copying.
-            rest = stash[need:]
-            self._stash = rest if len(rest) else None
-            offset = self._offset
-            self._offset += need
-            self._deliver_copy(stash, need, offset)
-            return
-        # The start of a record: place it in a new packet and read the rest in place.
-        self._start_packet()
-        p = self._pkt
-        assert p is not None
-        if need > self._room or n > self._room:
-            self._fail(f"record of {max(need, n)} bytes does not fit the {self._room}-byte packet")
-        p.buf[self._base : self._base + n] = stash
-        self.stats.rx_copy_bytes += n
-        self._have = n
-        self._stash = None
-        self._partly_copied = True
-        self._need = need
-
-    def _deliver_copy(self, buf: memoryview, end: int, offset: int) -> None:
-        try:
-            result = self._record(buf, 0, end)
-        except FramingError as err:
-            self._failed = framing_error(str(err), offset)
-            self._stash = None
-            raise self._failed
-        items = result if type(result) is list else [result]
-        for item in items:
-            if type(item) is tuple:
-                # ``buf`` is the stash, private immutable bytes: a view of it stays
-                # valid, so the only copy left is the one into the ring.
-                self._copies.append(buf[item[0] : item[1]])
-                self.stats.rx_copy_bytes += item[1] - item[0]
-            elif type(item) is bytes:
-                self._copies.append(item)
-            elif isinstance(item, Compressed):
-                self._copies.append((bytes(buf[item.start : item.end]), offset))
-            elif item is not None:
-                self._event(item, end, offset)
 
     # -- sending -------------------------------------------------------------------
     def encode(self, packet: Packet) -> memoryview:

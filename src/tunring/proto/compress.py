@@ -1,8 +1,9 @@
 """Compression as AnyConnect servers negotiate it: LZS, LZ4 ("oc-lz4") and deflate (CSTP only).
 
 Sans-I/O building blocks.  Decompression always goes into a caller's buffer (a ring packet
-allocated at ``max(16384, mtu)``) with a hard bound: output that would not fit is a
-:class:`FramingError`, so a decompression bomb costs at most that one allocation.
+allocated at ``max(16384, mtu)``, usually the very slot the record was read into) with a hard
+bound: output that would not fit is a :class:`FramingError`, so a decompression bomb costs at
+most that one allocation.
 
 - LZS (ANSI X3.241, as in RFC 1974 and OpenConnect): each packet compressed on its own with a
   2 KiB history, ended by an end marker and zero bits up to a byte boundary.  Our own code.
@@ -57,7 +58,7 @@ def _lzs_tables() -> tuple[dict[bytes, int], dict[bytes, int], dict[bytes, tuple
     """
     literals = {format(b, "08b").encode(): b for b in range(256)}
     long_offsets = {format(offset, "011b").encode(): offset for offset in range(LZS_MAX_OFFSET + 1)}
-    short = {}
+    short: dict[bytes, tuple[int, int | None, int]] = {}
     for offset in range(128):
         for code in range(16):
             key = b"11" + format(offset, "07b").encode() + format(code, "04b").encode()
@@ -73,86 +74,111 @@ _LZS_LITERALS, _LZS_LONG_OFFSETS, _LZS_SHORT = _lzs_tables()
 
 
 def lzs_decompress_into(src: Buffer, dst: memoryview) -> int:
-    """Decompress one LZS packet into ``dst`` and return the number of bytes written.
+    """Decompress one LZS packet straight into ``dst`` and return the number of bytes written.
 
-    Raises FramingError, writing nothing to ``dst``, if the data is malformed (bad offset, no end
-    marker, bytes after it) or the output would not fit in ``dst``.
+    ``src`` is read whole before anything is written, so it may lie in ``dst`` (a record
+    decompressed in the slot it was read into).  Raises FramingError if the data is malformed
+    (bad offset, no end marker, bytes after it) or the output would not fit in ``dst``; nothing
+    is ever written past ``dst``'s end, but after an error ``dst`` holds partial output.
     """
-    data = bytes(src)
-    nbits = 8 * len(data)
+    nbytes = memoryview(src).nbytes
+    nbits = 8 * nbytes
     # One ASCII '0'/'1' per bit: every field is then a slice and a table lookup, and a run of
-    # literals is gathered with strided slices instead of bit by bit.
-    bits = format(int.from_bytes(data, "big"), f"0{nbits}b").encode() + _PAD if data else _PAD
+    # literals is gathered with strided slices instead of bit by bit.  Reads past the end see
+    # zero padding, which decodes as literals that the run check refuses.
+    bits = format(int.from_bytes(src, "big"), f"0{nbits}b").encode() + _PAD if nbytes else _PAD
     cap = len(dst)
     literals = _LZS_LITERALS
-    short = _LZS_SHORT
-    long_offsets = _LZS_LONG_OFFSETS
-    lengths = _LZS_LENGTHS
     zero = _ZERO
-    # Literals are checked against ``cap`` only at the end: they grow the output by at most one
-    # byte per 9 input bits.  Matches, which can claim anything, are checked one by one.  Reads
-    # past the end see zero padding, which decodes as literals that the run check refuses.
-    out = bytearray()
+    o = 0  # bytes output so far
     p = 0
     while True:
         if bits[p] == zero:
             if bits[p + 9] != zero:  # a lone literal (the common case between matches)
-                out.append(literals[bits[p + 1 : p + 9]])
-                p += 9
-                continue
-            # A run of literals: the flag bits of the following tokens are 9 bits apart.
-            run = bits[p : p + 9 * _LITERAL_RUN : 9].find(b"1")
-            if run < 0:
-                run = _LITERAL_RUN
-            run = min(run, (nbits - p) // 9)
-            if run <= 0:
-                raise FramingError("LZS data ends without an end marker")
-            literal_bits = bytearray(bits[p : p + 9 * run])
-            del literal_bits[::9]  # drop the flag bits
-            out += int(literal_bits, 2).to_bytes(run, "big")
-            p += 9 * run
-            continue
-        entry = short.get(bits[p : p + 13])
-        if entry is not None:
-            offset, length, used = entry
-            p += used
-            if offset == 0:  # end marker
-                if p > nbits:
-                    raise FramingError("LZS data ends inside the end marker")
-                if (p + 7) // 8 != len(data):
-                    raise FramingError(f"{len(data) - (p + 7) // 8} bytes after the LZS end marker")
-                n = len(out)
-                if n > cap:
+                if o >= cap:
                     raise FramingError(f"LZS output exceeds the {cap}-byte buffer")
-                dst[:n] = out
-                return n
-        else:
-            offset = long_offsets[bits[p + 2 : p + 13]]
-            p += 13
-            if offset == 0:
-                raise FramingError("LZS match with offset 0")
-            code = lengths[bits[p : p + 4]]
-            if code is None:
-                length = None
-                p += 4
+                dst[o] = literals[bits[p + 1 : p + 9]]
+                o += 1
+                p += 9
             else:
-                length, used = code
-                p += used
-        if length is None:
-            # 1111 then nibbles; count the 1111s by finding the first 0 bit (the zero padding
-            # guarantees one): the nibble holding it ends the length.
-            k = (bits.find(b"0", p) - p) >> 2
-            length = 8 + 15 * k + int(bits[p + 4 * k : p + 4 * k + 4], 2)
-            p += 4 * k + 4
-        o = len(out)
+                o, p = _lzs_literal_run(bits, p, nbits, dst, o)
+            continue
+        offset, length, p = _lzs_match_token(bits, p)
+        if offset == 0:  # end marker
+            if p > nbits:
+                raise FramingError("LZS data ends inside the end marker")
+            if (p + 7) // 8 != nbytes:
+                raise FramingError(f"{nbytes - (p + 7) // 8} bytes after the LZS end marker")
+            return o
         if offset > o:
             raise FramingError(f"LZS match reaches {offset} bytes back but only {o} were output")
         if o + length > cap:
             raise FramingError(f"LZS output exceeds the {cap}-byte buffer")
-        if offset >= length:
-            out += out[o - offset : o - offset + length]
-        else:  # overlapping copy: the last `offset` bytes repeat
-            out += (out[o - offset :] * (length // offset + 1))[:length]
+        _lzs_match(dst, o, offset, length)
+        o += length
+
+
+def _lzs_literal_run(bits: bytes, p: int, nbits: int, dst: memoryview, o: int) -> tuple[int, int]:
+    """Write the run of literal tokens at bit ``p`` to ``dst[o:]``; the new (o, p).
+
+    The flag bits of consecutive literals are 9 bits apart, so one strided slice finds where the
+    run ends and one ``int`` conversion decodes it.
+    """
+    run = bits[p : p + 9 * _LITERAL_RUN : 9].find(b"1")
+    if run < 0:
+        run = _LITERAL_RUN
+    run = min(run, (nbits - p) // 9)
+    if run <= 0:
+        raise FramingError("LZS data ends without an end marker")
+    if o + run > len(dst):
+        raise FramingError(f"LZS output exceeds the {len(dst)}-byte buffer")
+    literal_bits = bytearray(bits[p : p + 9 * run])
+    del literal_bits[::9]  # drop the flag bits
+    dst[o : o + run] = int(literal_bits, 2).to_bytes(run, "big")
+    return o + run, p + 9 * run
+
+
+def _lzs_match_token(bits: bytes, p: int) -> tuple[int, int, int]:
+    """The match token at bit ``p``: (offset, length, next bit); offset 0 is the end marker."""
+    entry = _LZS_SHORT.get(bits[p : p + 13])
+    if entry is not None:
+        offset, length, used = entry
+        p += used
+        if offset == 0:
+            return 0, 0, p
+    else:
+        offset = _LZS_LONG_OFFSETS[bits[p + 2 : p + 13]]
+        p += 13
+        if offset == 0:
+            raise FramingError("LZS match with offset 0")
+        code = _LZS_LENGTHS[bits[p : p + 4]]
+        if code is None:
+            length = None
+            p += 4
+        else:
+            length, used = code
+            p += used
+    if length is None:
+        # 1111 then nibbles; count the 1111s by finding the first 0 bit (the zero padding
+        # guarantees one): the nibble holding it ends the length.
+        k = (bits.find(b"0", p) - p) >> 2
+        length = 8 + 15 * k + int(bits[p + 4 * k : p + 4 * k + 4], 2)
+        p += 4 * k + 4
+    return offset, length, p
+
+
+def _lzs_match(dst: memoryview, o: int, offset: int, length: int) -> None:
+    """Append ``length`` bytes from ``offset`` back at ``dst[o]``, as LZ77 defines it.
+
+    An overlapping match (offset < length) repeats the last ``offset`` bytes: each slice copies
+    the whole period written so far, so it takes log2(length / offset) slices, none overlapping.
+    """
+    start = o - offset
+    done = 0
+    while done < length:
+        k = min(offset + done, length - done)
+        dst[o + done : o + done + k] = dst[start : start + k]
+        done += k
 
 
 def _lzs_literal_bits(chunk: bytes) -> bytes:
@@ -297,6 +323,7 @@ class DeflateDecompressor:
     """
 
     name = "deflate"
+    staged = True  # zlib returns bytes: the output is copied into dst (once it is checked)
 
     def __init__(self) -> None:
         self._stream = zlib.decompressobj(DEFLATE_WBITS)
@@ -353,9 +380,16 @@ class Compressor(Protocol):
 
 
 class Decompressor(Protocol):
-    """One direction's decompression into a bounded buffer; FramingError on bad input."""
+    """One direction's decompression into a bounded buffer; FramingError on bad input.
+
+    ``decompress_into(src, dst)`` reads ``src`` whole before it writes ``dst``, so ``src`` may lie
+    inside ``dst`` (a record decompressed in its own slot).  ``staged`` is True when the output is
+    built in the library's memory and then copied into ``dst`` (one memcpy of the output, which
+    the codec counts); False when it is written straight into ``dst``.
+    """
 
     name: str
+    staged: bool
 
     def decompress_into(self, src: Buffer, dst: memoryview) -> int: ...
 
@@ -368,9 +402,10 @@ class LzsCompressor:
 
 
 class LzsDecompressor:
-    """LZS for one direction: stateless, each packet on its own."""
+    """LZS for one direction: stateless, each packet on its own, straight into ``dst``."""
 
     name = "lzs"
+    staged = False
     decompress_into = staticmethod(lzs_decompress_into)
 
 
@@ -385,6 +420,7 @@ class Lz4Decompressor:
     """LZ4 block ("oc-lz4") for one direction: stateless, each packet on its own."""
 
     name = "lz4"
+    staged = True  # python-lz4 returns bytes: the output is copied into dst
     decompress_into = staticmethod(lz4_decompress_into)
 
 

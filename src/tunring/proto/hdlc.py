@@ -7,9 +7,13 @@ once :func:`~tunring.proto.rfc1662.decode_frame` has un-escaped the frame where
 it lies (un-HDLC only shrinks) the IP packet starts exactly at the packet's
 data: the codec remembers whether the sender doubles flags and puts the
 flag it last saw (a synthetic copy of it) right in front of the next read.
-A frame with a bad FCS, unescaped characters of the receive ACCM, or that
-does not fit is dropped and counted, and decoding resynchronises on the next
-flag: the frames around it are kept.  Sending escapes per the transmit ACCM
+Un-HDLC in the slot is truly in place (nothing is copied out and back);
+frames that arrived in the same read after the first are kept in private
+memory and un-HDLC'd from there by
+:func:`~tunring.proto.rfc1662.decode_frame_copy` (they are copied into the
+ring anyway; every copy is counted).  A frame with a bad FCS, unescaped
+characters of the receive ACCM, or that does not fit is dropped and counted,
+and decoding resynchronises on the next flag: the frames around it are kept.  Sending escapes per the transmit ACCM
 into a scratch buffer (escaping expands: it cannot be done in place); the
 view returned by ``encode`` is valid until the next ``encode``.
 """
@@ -20,7 +24,7 @@ from ..device import Device
 from ..errors import FramingError, RingFull
 from ..packet import Packet
 from . import rfc1662 as H
-from .base import Codec, Control, Dropped, Event, RecordResult, framing_error
+from .base import Codec, Control, Dropped, Event, RecordResult
 from .ppp import PPP_HEADER_BYTES, parse_ppp, ppp_header
 
 FLAG_BYTES = 1
@@ -54,48 +58,28 @@ class Hdlc(Codec):
     # -- receiving ---------------------------------------------------------------
     def want(self, exact: bool = False) -> memoryview:
         """The rest of the current packet (``exact`` has no meaning: frames end at flags)."""
-        if self._pkt is None:
-            if self._failed is not None:
-                raise self._failed
-            if self._copies or self._stash is not None:
-                self._drain()
-            if self._pkt is None:
-                self._new_packet(None)
-        p = self._pkt
-        return p.buf[self._base + self._have : self._base + self._room]  # type: ignore[union-attr]
+        return super().want()
 
-    def received(self, n: int) -> list[Event]:
-        if self._failed is not None:
-            raise self._failed
-        p = self._pkt
-        if n <= 0:
-            return self._take_events()
-        if p is None or n > self._room - self._have:
+    def _stream(self, p: Packet, n: int) -> None:
+        if n > self._room - self._have:
             raise ValueError("received(): more bytes than the last want() view holds")
         self._have += n
         self._scan_packet(p)
-        if self._copies or self._stash is not None:
-            self._drain(soft=True)
-        return self._take_events()
 
-    def close(self) -> list[Event]:
-        if self._failed is not None:
-            raise self._failed
-        self._drain()
-        events = self._take_events()
+    def _end_of_stream(self) -> None:
         p = self._pkt
-        if p is not None:
-            region = bytes(p.buf[self._base : self._base + self._have])
-            content = len(region.lstrip(b"\x7e"))
-            offset = self._offset + len(region) - content
-            self._pkt_cancel()
-            if content:
-                self._failed = framing_error(f"stream ends inside an HDLC frame ({content} bytes of it present)",
-                                             offset)
-                raise self._failed
-        return events
+        if p is None:
+            return
+        base = self._base
+        content = H.skip_flags(p.buf, base, base + self._have) - base  # flags before a frame are no frame
+        if content < self._have:
+            self._fail(f"stream ends inside an HDLC frame ({self._have - content} bytes of it present)",
+                       self._offset + content)
 
-    def _new_packet(self, partial: memoryview | None) -> None:
+    def _start_packet(self) -> Packet:
+        return self._new_packet(None)
+
+    def _new_packet(self, partial: memoryview | None) -> Packet:
         """A packet to read the next frame into; ``partial``: its first bytes (from a flag on)."""
         p = self._allocate(self._alloc_bytes)
         # The flag in front of the frame goes here, so the frame's content (and
@@ -112,44 +96,35 @@ class Hdlc(Codec):
         self._base = flag_at
         self._room = p.end - flag_at
         self._need = 0
+        self._have = 0
         if partial is not None:
-            n = len(partial)
-            if n > self._room:  # cannot happen: it came from a packet of the same size
+            if len(partial) > self._room:  # cannot happen: it came from a packet of the same size
                 raise AssertionError("HDLC partial frame larger than a packet")
-            p.buf[flag_at : flag_at + n] = partial
-            self.stats.rx_copy_bytes += n
-            self._have = n
-            self._partly_copied = n > FLAG_BYTES
+            self._copy_in(p.buf[flag_at:], partial)
+            self._have = len(partial)
+            self._copied = len(partial) > FLAG_BYTES  # a copied flag alone is no copy of the frame
         elif synthetic:
             # A copy of the flag that closed the last frame (it belongs to the
             # stream offset before this packet's first read byte).
             p.buf[flag_at] = H.FLAG
             self._have = FLAG_BYTES
             self._offset -= FLAG_BYTES
-        else:
-            self._have = 0
+        return p
 
     def _scan_packet(self, p: Packet) -> None:
         base = self._base
         have = self._have
         buf = p.buf
         seen = self._scanned
-        if seen and self._synced and have < self._room:
+        if seen and self._synced and have < self._room and H.find_flag(buf, base + seen, base + have) < 0:
             # Bytes before ``seen`` held no frame end: only the new ones can close it
             # (keeps many small reads of one big frame linear, not quadratic).
-            if bytes(buf[base + seen : base + have]).find(b"\x7e") < 0:
-                self._scanned = have
-                return
+            self._scanned = have
+            return
         self._scanned = have
         found = H.scan(buf[base : base + have])
-        if not self._synced:
-            if found.garbage:
-                self._drop(found.garbage, self._hunt_reason, self._offset)
-            if found.garbage == have:
-                self._offset += have
-                self._have = self._scanned = 0
-                return
-            self._synced = True
+        if not self._synced and not self._sync(found, have):
+            return
         if not found.spans:
             if have == self._room:
                 # An unfinished frame fills the whole packet: drop it and hunt for a flag.
@@ -164,35 +139,50 @@ class Hdlc(Codec):
             # Flags the sender put between our copy of the last flag and the frame.
             self._double = start >= 2
         offset = self._offset + start
-        after = buf[base + end : base + have]
-        if len(after) == 1 or not bytes(after).strip(b"\x7e"):
-            # Only flags after the frame (its closing one, maybe the next one's
-            # opening one): nothing to keep.
-            self._opened = len(after) > 1
+        if H.skip_flags(buf, base + end, base + have) == base + have:
+            # Only flags after the frame (its closing one, maybe the next one's opening one):
+            # nothing to keep.
+            self._opened = have - end > 1
             self._offset += have
         else:
             # Bytes after the first frame (from its closing flag on): keep them
             # before the packet is shrunk or reused.
-            self._stash_bytes(after)
+            self._stash_bytes(buf[base + end : base + have])
             self._offset += end
-        copied, self._partly_copied = self._partly_copied, False
+        copied = self._copied
         self._pkt = None
         self._have = 0
-        result = self._frame(buf, base + start, base + end, offset)
-        if result is None or isinstance(result, (Dropped, Control)):
-            self.device.cancel(p)
-            if result is not None:
-                self._event(result, end - start, offset)
-            return
-        self._dispatch(p, buf, base + start, base + end, offset, copied, result)
+        self._copied = False
+        self._take(self._frame(buf, base + start, base + end, offset), p, buf, end - start, offset, copied)
 
-    def _frame(self, buf, start: int, end: int, offset: int) -> RecordResult:
-        """Un-HDLC buf[start:end] in place and classify the PPP frame; bad frames are drops."""
+    def _sync(self, found: H.HdlcScan, have: int) -> bool:
+        """Hunting for the first flag: drop what comes before it; True once it is found."""
+        if found.garbage:
+            self._drop(found.garbage, self._hunt_reason, self._offset)
+        if found.garbage == have:
+            self._offset += have
+            self._have = self._scanned = 0
+            return False
+        self._synced = True
+        return True
+
+    def _frame(self, buf: memoryview, start: int, end: int, offset: int) -> RecordResult:
+        """Un-HDLC buf[start:end] where it lies and classify the PPP frame; a bad frame is a Dropped."""
         try:
             n = H.decode_frame(buf[start:end], self.rx_accm)
             return parse_ppp(buf, start, start + n)
         except FramingError as err:
-            return Dropped(offset, end - start, str(err))
+            return Dropped(offset, end - start, err.reason)
+
+    def _stashed_frame(self, raw: memoryview, offset: int) -> tuple[RecordResult, memoryview]:
+        """Un-HDLC the frame ``raw`` of the stash, by copying it out (counted: it has to be
+        copied into the device anyway); the result and the buffer its offsets refer to."""
+        self.stats.rx_copy_bytes += len(raw)
+        try:
+            frame = H.decode_frame_copy(raw, self.rx_accm)
+            return parse_ppp(frame, 0, len(frame)), frame
+        except FramingError as err:
+            return Dropped(offset, len(raw), err.reason), raw
 
     def _parse_stash(self) -> None:
         stash = self._stash
@@ -200,16 +190,12 @@ class Hdlc(Codec):
         self._stash = None
         found = H.scan(stash)  # the stash starts at a flag: no garbage
         for start, end in found.spans:
-            frame = bytearray(stash[start:end])
-            self.stats.rx_copy_bytes += end - start
-            result = self._frame(memoryview(frame), 0, len(frame), self._offset + start)
-            if type(result) is tuple:
-                self._copies.append(bytes(frame[result[0] : result[1]]))
-            elif result is not None:
-                self._event(result, end - start, self._offset + start)
+            offset = self._offset + start
+            result, frame = self._stashed_frame(stash[start:end], offset)
+            self._take(result, None, frame, end - start, offset, True)
         rest = stash[found.rest :]
         # Keep one flag in front of an unfinished frame; a lone flag is just "synced".
-        extra = len(rest) - len(bytes(rest).lstrip(b"\x7e"))
+        extra = H.skip_flags(rest)
         self._offset += found.rest + max(0, extra - FLAG_BYTES)
         if len(rest) > extra:
             if found.spans:

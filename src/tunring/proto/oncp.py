@@ -34,7 +34,11 @@ _ZERO6 = bytes(6)
 
 
 def _split_ip(payload: memoryview, base: int, out: list, limit: int) -> None:
-    """Append (start, end) of each IP packet in payload[base:limit] to ``out``."""
+    """Append (start, end) of each IP packet in payload[base:limit] to ``out``; bytes that are
+    not a whole IP packet (an empty message included) are a Dropped item."""
+    if base == limit:
+        out.append(Dropped(0, 0, "empty KMP 300 message"))
+        return
     pos = base
     while pos < limit:
         n = L.ip_length(payload[pos:limit])
@@ -55,6 +59,9 @@ class Oncp(Codec):
     def __init__(self, device: Device, **kwargs) -> None:
         super().__init__(device, **kwargs)
         self._kmp = bytearray()  # KMP bytes from records whose messages are not complete yet
+        # (index in _kmp, stream offset) where each record's bytes in _kmp begin, to name the
+        # stream offset of an unfinished message.
+        self._kmp_records: list[tuple[int, int]] = []
 
     def _length(self, buf: memoryview, off: int) -> int:
         return RECORD_HEADER_BYTES + _U16LE.unpack_from(buf, off)[0]
@@ -73,7 +80,9 @@ class Oncp(Codec):
                 out: list = []
                 _split_ip(buf, first, out, end)
                 return out
-        # Reassembly: the record holds parts of KMP messages.
+        # Reassembly: the record holds parts of KMP messages (the codec has moved its offset
+        # past this record already).
+        self._kmp_records.append((len(self._kmp), self._offset - (end - start)))
         self._kmp += buf[start:end]
         self.stats.rx_copy_bytes += end - start
         return self._parse_kmp()
@@ -86,7 +95,8 @@ class Oncp(Codec):
         try:
             while len(kmp) - pos >= KMP_HEADER_BYTES:
                 if kmp[pos : pos + 6] != _ZERO6:
-                    raise FramingError(f"not a KMP header: {bytes(kmp[pos:pos + 8]).hex()} does not start with 6 zero bytes")
+                    raise FramingError(f"not a KMP header: {bytes(kmp[pos:pos + 8]).hex()} "
+                                       "does not start with 6 zero bytes")
                 kind = _U16BE.unpack_from(kmp, pos + 6)[0]
                 length = _U16BE.unpack_from(kmp, pos + 18)[0]
                 end = pos + KMP_HEADER_BYTES + length
@@ -96,15 +106,34 @@ class Oncp(Codec):
                     segments: list = []
                     _split_ip(view, pos + KMP_HEADER_BYTES, segments, end)
                     for item in segments:
-                        # Copied out now: the reassembly buffer is about to move.
-                        out.append(bytes(view[item[0] : item[1]]) if type(item) is tuple else item)
+                        # Copied out now (counted): the reassembly buffer is about to move.
+                        out.append(self._stage(view[item[0] : item[1]]) if type(item) is tuple else item)
                 else:
                     out.append(Control(kind, bytes(view[pos + KMP_HEADER_BYTES : end])))
                 pos = end
         finally:
             view.release()
         del kmp[:pos]
+        self._kmp_consumed(pos)
         return out
+
+    def _kmp_consumed(self, pos: int) -> None:
+        """The first ``pos`` bytes of _kmp were parsed: keep the offsets of what is left."""
+        records = [(i - pos, offset) for i, offset in self._kmp_records]
+        while len(records) > 1 and records[1][0] <= 0:
+            del records[0]
+        if not self._kmp:
+            records = []
+        elif records[0][0] < 0:  # the unfinished message starts inside this record
+            i, offset = records[0]
+            records[0] = (0, offset - i)
+        self._kmp_records = records
+
+    def _end_of_stream(self) -> None:
+        super()._end_of_stream()
+        if self._kmp:
+            self._fail(f"stream ends inside a KMP message ({len(self._kmp)} bytes of it present)",
+                       self._kmp_records[0][1])
 
     def _pack(self, buf: memoryview, off: int, length: int) -> None:
         _U16LE.pack_into(buf, off, KMP_HEADER_BYTES + length)
