@@ -11,7 +11,10 @@ import argparse
 import importlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+
+from .common import Result, result
+
+__all__ = ["BENCHES", "Result", "add_parser", "render_table", "result"]
 
 BENCHES: dict[str, str] = {
     "ring": "tunring.apps.bench.ring",
@@ -19,29 +22,6 @@ BENCHES: dict[str, str] = {
     "codecs": "tunring.apps.bench.codecs",
     "tun": "tunring.apps.bench.tun",
 }
-
-
-@dataclass
-class Result:
-    """One measured row: ``impl`` is "tunring" for ours, the peer's name otherwise."""
-
-    case: str
-    impl: str
-    packet_size: int
-    pps: float
-    gbps: float
-    extra: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        row = asdict(self)
-        row.update(row.pop("extra"))
-        return row
-
-
-def result(case: str, impl: str, packet_size: int, packets: int, seconds: float, **extra) -> Result:
-    """A Result from a count of packets of ``packet_size`` bytes moved in ``seconds``."""
-    pps = packets / seconds if seconds > 0 else 0.0
-    return Result(case, impl, packet_size, pps, pps * packet_size * 8 / 1e9, dict(extra))
 
 
 def render_table(name: str, results: list[Result]) -> str:
@@ -55,6 +35,9 @@ def render_table(name: str, results: list[Result]) -> str:
     lines = [f"tunring bench {name}",
              f"{'case':<28} {'impl':<12} {'size':>6} {'pps':>12} {'Gbit/s':>8} {'tunring x':>10}"]
     for r in results:
+        if "skipped" in r.extra:
+            lines.append(f"{r.case:<28} {r.impl:<12} {r.packet_size:>6} skipped: {r.extra['skipped']}")
+            continue
         base = best_ours(r) if r.impl != "tunring" else 0.0
         ratio = f"{base / r.pps:.2f}" if base and r.pps and r.impl != "tunring" else ""
         lines.append(f"{r.case:<28} {r.impl:<12} {r.packet_size:>6} {r.pps:>12,.0f} {r.gbps:>8.3f} {ratio:>10}")
