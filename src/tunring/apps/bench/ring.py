@@ -10,6 +10,7 @@ is measured one packet per call ("single") and with the batch API ("batch").
 from __future__ import annotations
 
 import argparse
+import mmap
 import multiprocessing as mp
 import socket
 import time
@@ -26,11 +27,15 @@ from .common import Impl, Result, add_sizes_argument, best_of, ipv4_udp, measure
 SIZES = (64, 512, 1400)
 BATCH = 64
 DISTINCT_PACKETS = 256
-PIPE_BUFFER_BYTES = 0x10000  # a Linux pipe's default buffer, which mp.Pipe writes into
-PEER_MESSAGE_OVERHEAD_BYTES = 64  # what a peer adds to each message it writes (mp.Pipe: a 4-byte length)
-# The largest size: one message of it must fit the pipe the 1proc mp.Pipe row writes before it reads.
-MAX_SIZE = PIPE_BUFFER_BYTES - PEER_MESSAGE_OVERHEAD_BYTES
-PEER_BATCH_1PROC = 16  # peers' in-flight messages in one process (fewer when they would not fit the pipe)
+# The 1proc peers write a batch before they read it, and mp.Pipe writes into a pipe: its 16 pages
+# must hold the batch, or the write blocks for ever.  Linux gives each write whole pages (it
+# merges only a remainder that fits the last page), and mp.Pipe writes a 4-byte length with the
+# bytes, or before them above 16 KiB.
+PIPE_PAGES = 16
+PAGE_BYTES = mmap.PAGESIZE
+MP_HEADER_BYTES, MP_ONE_WRITE_BYTES = 4, 16384
+MAX_SIZE = (PIPE_PAGES - 1) * PAGE_BYTES  # one message, length and bytes, always fits
+PEER_BATCH_1PROC = 16  # peers' messages in flight in one process (fewer when they would not fit)
 MIN_PACKETS = 20_000
 PACKETS_PER_SECOND_GUESS = 400_000
 
@@ -167,11 +172,17 @@ def _batch_1proc(session: Session, adapter: Adapter, packets: list[bytes], count
         done += len(group)
 
 
+def _pipe_pages(size: int) -> int:
+    """The most pipe pages one mp.Pipe message of ``size`` bytes can take."""
+    if size <= MP_ONE_WRITE_BYTES:
+        return -(-(size + MP_HEADER_BYTES) // PAGE_BYTES)
+    return 1 + -(-size // PAGE_BYTES)
+
+
 def _peer_1proc(pair: Callable[[], PeerPair], packets: list[bytes], count: int) -> float:
     send, recv, close = pair()
     n = len(packets)
-    # In flight at once: as many as the pipe of mp.Pipe holds, since nobody reads while we write.
-    batch = max(1, min(PEER_BATCH_1PROC, PIPE_BUFFER_BYTES // (len(packets[0]) + PEER_MESSAGE_OVERHEAD_BYTES)))
+    batch = min(PEER_BATCH_1PROC, PIPE_PAGES // _pipe_pages(len(packets[0])))
     t0 = time.perf_counter()
     done = 0
     while done < count:
