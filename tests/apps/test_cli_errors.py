@@ -156,7 +156,8 @@ def test_encode_of_a_file_that_is_no_pcap_makes_no_output(tmp_path, capsys):
     (["bench", "tun", "--sizes", "10"], "10 is not in 28..1500"),
     (["bench", "tun", "--rounds", "0"], "0 is not in at least 1"),
     (["bench", "tun", "--cases", "write,bogus"], "the cases are write, read, tcp"),
-    (["bench", "tun", "--tcp-seconds", "-1"], "at least 0 s"),
+    (["bench", "tun", "--tcp-seconds", "-1"], "-1 is not in at least 0"),
+    (["bench", "tun", "--tcp-seconds", "0.5"], "'0.5' is not a whole number"),  # iperf3 -t 0.5 ran for ever
     ([], "the following arguments are required: COMMAND"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["bench"], "the following arguments are required: NAME"),

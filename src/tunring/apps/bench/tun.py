@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Protocol
 
-from ...cli import BAD_INPUT, CommandError, int_in, seconds_in
+from ...cli import BAD_INPUT, CommandError, int_in
 from ..reflect import reflect, serve
 from .common import Impl, Result, add_sizes_argument, best_of, ipv4_udp, measure_table
 
@@ -50,6 +50,7 @@ CASES = ("write", "read", "tcp")
 TCP_CASE = "tcp iperf3 via reflector"
 SO_SNDBUFFORCE = 32
 IPERF3 = ("iperf3",)
+IPERF3_GRACE_S = 30  # how much longer than its run iperf3 may take
 
 
 def _case_list(text: str) -> list[str]:
@@ -63,8 +64,8 @@ def _case_list(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--packets", type=int_in(BATCH), default=100_000, help="packets per write/read case")
     add_sizes_argument(parser, (100, 1400), MTU, "IP packet sizes in bytes, up to the interface's MTU")
-    parser.add_argument("--tcp-seconds", type=seconds_in(0, low_ok=True), default=4.0,
-                        help="iperf3 duration per run (0: skip TCP)")
+    parser.add_argument("--tcp-seconds", type=int_in(0), default=4,
+                        help="iperf3 duration per run in whole seconds, as iperf3 takes it (0: skip TCP)")
     parser.add_argument("--rounds", type=int_in(1), default=2, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--cases", type=_case_list, default=list(CASES),
                         help="which cases to run, comma separated (write,read,tcp)")
@@ -259,14 +260,16 @@ def _timed(target: Callable[[Callable[[], bool]], None], cpu, stop) -> None:
     cpu.put(time.process_time() - t0)
 
 
-def _iperf3(impl: str, seconds: float) -> dict:
+def _iperf3(impl: str, seconds: int) -> dict:
     """iperf3's ``sum_received`` for a TCP run from PEER4's side to a server on LOCAL4."""
     server = subprocess.Popen(["iperf3", "-s", "-1", "-B", LOCAL4], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
         out = subprocess.run(["iperf3", "-c", PEER4, "-t", str(seconds), "-J", "--connect-timeout", "3000"],
-                             capture_output=True, text=True, timeout=seconds + 30)
+                             capture_output=True, text=True, timeout=seconds + IPERF3_GRACE_S)
+    except subprocess.TimeoutExpired:
+        raise CommandError(f"iperf3 ({impl}) did not finish within {seconds + IPERF3_GRACE_S} s", BAD_INPUT) from None
     finally:
         server.kill()
         server.wait()
@@ -279,7 +282,7 @@ def _iperf3(impl: str, seconds: float) -> dict:
     return report["end"]["sum_received"]
 
 
-def _tcp_case(impl: str, kind: Callable[[], Tun], seconds: float) -> tuple[float, float]:
+def _tcp_case(impl: str, kind: Callable[[], Tun], seconds: int) -> tuple[float, float]:
     """iperf3 Gbit/s through a reflector of ``kind``, and the reflector's CPU seconds per GB."""
     ctx = multiprocessing.get_context("fork")
     stop, cpu = ctx.Event(), ctx.Queue()
@@ -340,7 +343,7 @@ def _packet_row(measure: Callable[[Callable[[], Tun], int, int], float], case: s
     return entry.result(case, size, count, measure(entry.measure, size, count))
 
 
-def _tcp_row(seconds: float, entry: Impl) -> Result:
+def _tcp_row(seconds: int, entry: Impl) -> Result:
     gbps, cpu_s_per_gb = _tcp_case(entry.impl, entry.measure, seconds)
     # Express a bit rate as full-MTU packets per second so the table's ratio column works.
     return entry.result(TCP_CASE, MTU, gbps * 1e9 / (MTU * 8), 1.0, reflector_cpu_s_per_gb=round(cpu_s_per_gb, 3))
