@@ -113,4 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m tunring.cli` runs this file as __main__, a second copy of the module: run the
+    # package's own, whose CommandError is the one the commands raise.
+    from tunring.cli import main as package_main
+
+    sys.exit(package_main())

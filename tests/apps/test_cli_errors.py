@@ -242,3 +242,11 @@ def test_encode_reads_a_pcap_scapy_wrote(tmp_path, capsys):
     status, _, _ = run(["encode", "--framing", "dtls", str(tmp_path / "in.pcap"), "-o", str(tmp_path / "w")], capsys)
     assert status == 0
     assert (tmp_path / "w").read_text().split() == [("00" + bytes(p).hex()) for p in packets]
+
+
+def test_python_dash_m_reports_like_the_console_script(tmp_path):
+    # `python -m tunring.cli` runs cli.py as __main__: its mistakes must still be one line.
+    out = subprocess.run([sys.executable, "-m", "tunring.cli", "decode", "--framing", "cstp", str(tmp_path / "nope"),
+                          "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == USAGE
+    assert_one_line(out.stderr, "tunring decode: cannot read")
