@@ -38,9 +38,14 @@ def adapter(netns, tmp_path):
         proc.stderr.close()
 
 
-def ended(proc: subprocess.Popen) -> tuple[int, str]:
+def assert_exit_1_saying(proc: subprocess.Popen, fragment: str) -> None:
+    """The adapter exits 1 with one line on stderr that says ``fragment``, its interface gone."""
     status = proc.wait(10)
-    return status, proc.stderr.read()
+    err = proc.stderr.read()
+    assert status == 1, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert fragment in err, err
+    assert netlink.link_index(NAME) is None
 
 
 def test_client_that_corrupts_its_ring_makes_the_adapter_exit_1(adapter):
@@ -53,13 +58,9 @@ def test_client_that_corrupts_its_ring_makes_the_adapter_exit_1(adapter):
         # The client writes a Tail no slot can end at (not 4-byte aligned) and wakes the adapter.
         struct.pack_into("<I", session.receive_ring, L.TAIL, 3)
         os.eventfd_write(session.handle().events[1], 1)  # receive_tail: "the Receive ring's Tail moved"
-        status, err = ended(proc)
+        assert_exit_1_saying(proc, "corrupted its ring")
     finally:
         session.close()
-    assert status == 1, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert "corrupted its ring" in err
-    assert netlink.link_index(NAME) is None
 
 
 def test_client_that_sends_no_session_makes_the_adapter_exit_1(adapter):
@@ -67,11 +68,7 @@ def test_client_that_sends_no_session_makes_the_adapter_exit_1(adapter):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(path)
         sock.sendall(b"hello, I am not a session\n")
-        status, err = ended(proc)
-    assert status == 1, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert "tunring adapter: the client's session is not usable: expected a session handle" in err
-    assert netlink.link_index(NAME) is None
+        assert_exit_1_saying(proc, "tunring adapter: the client's session is not usable: expected a session handle")
 
 
 def test_client_that_closes_its_session_makes_the_adapter_exit_0(adapter):
@@ -79,5 +76,5 @@ def test_client_that_closes_its_session_makes_the_adapter_exit_0(adapter):
 
     proc, path = adapter
     connect(path, timeout_s=10).close()
-    status, err = ended(proc)
-    assert status == 0 and err == "", err
+    assert proc.wait(10) == 0
+    assert proc.stderr.read() == ""

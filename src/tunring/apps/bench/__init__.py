@@ -1,8 +1,9 @@
 """`tunring bench NAME`: benchmarks that run tunring and its peers in the same run.
 
-Each benchmark module has ``add_arguments(parser)`` and ``run(args) -> list[Result]``.
-Results print as a table (with each peer's ratio to tunring) or, with
-``--json``, as one object ``{"bench": NAME, "results": [...]}``.
+Each benchmark module has ``add_arguments(parser)`` and ``run(args) -> list[Result]``, and
+builds its rows with :mod:`.common` (its table of implementations, best-of rounds, packets).
+Results print as a table (with each peer's ratio to tunring; a skipped row with its reason)
+or, with ``--json``, as one object ``{"bench": NAME, "results": [...]}``.
 """
 
 from __future__ import annotations
