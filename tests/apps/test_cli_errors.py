@@ -206,10 +206,12 @@ def test_output_closed_early_is_quiet():
 # -- adapter: the socket path, checked before any interface exists (no root needed) -----------
 @pytest.mark.parametrize("path, fragment", [
     ("{tmp}/no/such/folder/s", "the folder {tmp}/no/such/folder does not exist"),
+    ("{tmp}/a-file/s", "{tmp}/a-file is not a folder"),
     ("{tmp}/" + "x" * 120, "a socket path holds at most 107 bytes"),
     ("", "the socket path is empty"),
 ])
 def test_adapter_socket_path_problems(tmp_path, capsys, path, fragment):
+    (tmp_path / "a-file").write_text("")
     path = path.format(tmp=tmp_path)
     status, _, err = run(["adapter", path, "--address", "10.9.0.1/24"], capsys)
     assert status == USAGE

@@ -259,7 +259,7 @@ def socket_path_problem(path: str) -> str | None:
         return f"a socket path holds at most {SUN_PATH_BYTES - 1} bytes, this one {size}"
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
-        return f"the folder {folder} does not exist"
+        return f"{folder} is not a folder" if os.path.exists(folder) else f"the folder {folder} does not exist"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"cannot create a socket in {folder}: permission denied"
     if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):

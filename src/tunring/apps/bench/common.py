@@ -24,8 +24,8 @@ from ...cli import int_in
 from ...linux.offload import ipv4_header_checksum
 from ..ringpair import drain, ring_pair
 
-__all__ = ["Impl", "Result", "best_of", "drain", "ipv4", "ipv4_udp", "measure_table", "result", "ring_pair",
-           "skipped", "add_sizes_argument"]
+__all__ = ["Impl", "Result", "add_sizes_argument", "available", "best_of", "drain", "ipv4", "ipv4_udp",
+           "measure_table", "result", "ring_pair", "skipped"]
 
 LOCAL4, PEER4 = "10.0.0.1", "10.0.0.2"
 UDP, TCP = 17, 6
