@@ -6,7 +6,8 @@ The stream is read with ``readinto`` straight into ring packets, as a VPN
 client would read its socket (header first, then exactly the rest of the
 record, so nothing is copied).  Prints a summary of packets, control messages
 and errors; exit status 0 when every byte was understood, 1 otherwise with
-the offset of the first byte that was not.
+the offset of the first byte that was not, 2 when INPUT cannot be read or
+OUTPUT cannot be written (then nothing is written).
 """
 
 from __future__ import annotations

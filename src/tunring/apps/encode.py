@@ -3,7 +3,10 @@
 The reverse of `tunring decode`: each packet is put in the ring as the
 operating system would send it, framed in place by the codec (its header
 pushed into the packet's headroom) and written out.  Stream framings write
-the raw stream; datagram framings write one record per line in hex.
+the raw stream; datagram framings write one record per line in hex.  A
+record the ring would not carry (not IPv4/IPv6, or over 65535 bytes) is left
+out and the first one named, with exit status 1; 2 when INPUT cannot be read
+or OUTPUT cannot be written.
 """
 
 from __future__ import annotations
