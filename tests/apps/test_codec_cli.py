@@ -1,17 +1,23 @@
 """`tunring decode` / `tunring encode`: round trips, summaries, exit status 1 with the offset.
 
-scapy is the independent reference here: it builds the IP packets and reads our pcaps.
+The references are independent of tunring: scapy builds the IP packets and reads our pcaps,
+and the records on the wire are built (for decode) and checked (for encode) by the plain byte
+concatenations of tests/proto/framing_ref.py, written from the formats, not from tunring.
 """
 
 from __future__ import annotations
 
 import pytest
-from scapy.all import IP, IPv6, UDP, TCP, Raw, rdpcap, wrpcap  # a test dependency: never skipped
+from scapy.all import IP, TCP, UDP, IPv6, Raw, rdpcap, wrpcap  # a test dependency: never skipped
 
+from proto import framing_ref as ref
 from tunring.cli import main
 from tunring.proto import FRAMINGS
 
 STREAM = sorted(n for n, c in FRAMINGS.items() if c.stream_ok)
+# (framing, its datagram form?) for every form each framing has
+FORMS = sorted({(n, c.default_datagram) for n, c in FRAMINGS.items()}
+               | {(n, True) for n, c in FRAMINGS.items() if c.datagram_ok})
 
 
 def sample_packets() -> list[bytes]:
@@ -41,6 +47,46 @@ def test_encode_then_decode_round_trip(tmp_path, capsys, name):
     assert got == packets
     if FRAMINGS[name].datagram_ok and not FRAMINGS[name].stream_ok:
         assert all(len(line) % 2 == 0 for line in wire.read_text().split())
+
+
+def reference_records(name: str, packets: list[bytes]) -> list[bytes]:
+    """Each packet as one data record of ``name``, built by hand (Pulse numbers its records)."""
+    if name == "pulse":
+        return [ref.pulse(p, seq=i) for i, p in enumerate(packets)]
+    return [ref.REFERENCE[name](p) for p in packets]
+
+
+def form_flags(name: str, datagram: bool) -> list[str]:
+    return ["--datagram"] if datagram and not FRAMINGS[name].default_datagram else []
+
+
+@pytest.mark.parametrize("name, datagram", FORMS)
+def test_encode_writes_the_records_built_by_hand(tmp_path, capsys, name, datagram):
+    packets = sample_packets()
+    write_input_pcap(tmp_path / "in.pcap", packets)
+    wire = tmp_path / "wire"
+    argv = ["encode", "--framing", name, *form_flags(name, datagram), str(tmp_path / "in.pcap"), "-o", str(wire)]
+    assert main(argv) == 0
+    records = reference_records(name, packets)
+    if datagram:
+        assert wire.read_text().split() == [r.hex() for r in records]
+    else:
+        assert wire.read_bytes() == b"".join(records)
+
+
+@pytest.mark.parametrize("name, datagram", FORMS)
+def test_decode_reads_the_records_built_by_hand(tmp_path, capsys, name, datagram):
+    packets = sample_packets()
+    records = reference_records(name, packets)
+    wire = tmp_path / "wire"
+    if datagram:
+        wire.write_text("# built by hand\n" + "\n".join(r.hex() for r in records) + "\n")
+    else:
+        wire.write_bytes(b"".join(records))
+    argv = ["decode", "--framing", name, *form_flags(name, datagram), str(wire), "-o", str(tmp_path / "o.pcap")]
+    assert main(argv) == 0
+    assert f"{name}: {len(packets)} IP packets ({sum(map(len, packets)):,} bytes)" in capsys.readouterr().out
+    assert [bytes(p) for p in rdpcap(str(tmp_path / "o.pcap"))] == packets
 
 
 def test_decode_reports_controls_and_exit_status_1_with_offset(tmp_path, capsys):
@@ -126,9 +172,32 @@ def test_pcap_reader_accepts_ethernet_and_rejects_junk(tmp_path):
 
 def test_impossible_combinations_exit_2(tmp_path, capsys):
     (tmp_path / "x").write_bytes(b"")
-    with pytest.raises(SystemExit) as info:
-        main(["decode", "--framing", "gpst", "--compression", "lz4", str(tmp_path / "x"), "-o", str(tmp_path / "o")])
-    assert info.value.code == 2 and "cannot carry" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as info:
-        main(["decode", "--framing", "cstp", "--datagram", str(tmp_path / "x"), "-o", str(tmp_path / "o")])
-    assert info.value.code == 2 and "no datagram form" in capsys.readouterr().err
+    files = [str(tmp_path / "x"), "-o", str(tmp_path / "o")]
+    status = main(["decode", "--framing", "gpst", "--compression", "lz4", *files])
+    assert status == 2 and "cannot carry" in capsys.readouterr().err
+    status = main(["decode", "--framing", "cstp", "--datagram", *files])
+    assert status == 2 and "no datagram form" in capsys.readouterr().err
+
+
+def test_decode_prints_what_the_codec_counted(tmp_path, capsys, monkeypatch):
+    # An oNCP KMP 300 message carrying two IPv4 packets: the first is read in place, the second
+    # (220 bytes) has to be copied into a packet of its own.
+    from tunring.apps import codec_cli, decode
+
+    codecs = []
+
+    def keep(args):
+        made = codec_cli.make_codec(args)
+        codecs.append(made[0])
+        return made
+
+    monkeypatch.setattr(decode, "make_codec", keep)
+    first, second = ref.ipv4(b"a" * 100), ref.ipv4(b"b" * 200)
+    (tmp_path / "wire").write_bytes(ref.oncp(first + second) + ref.oncp(first))
+    assert main(["decode", "--framing", "oncp", str(tmp_path / "wire"), "-o", str(tmp_path / "o.pcap")]) == 0
+    out = capsys.readouterr().out
+    stats = codecs[0].stats
+    assert (f"copies: {stats.rx_copies} packets, {stats.rx_copy_bytes:,} bytes; "
+            f"decompressed: {stats.rx_decompressed}; dropped: {stats.rx_drops}") in out
+    assert "copies: 1 packets, 220 bytes" in out
+    assert [bytes(p) for p in rdpcap(str(tmp_path / "o.pcap"))] == [first, second, first]

@@ -45,6 +45,19 @@ class PcapWriter:
 
 def read_packets(data: bytes) -> Iterator[bytes]:
     """The IP packets in a pcap file's bytes; FramingError if it is not one we can read."""
+    return (packet for _offset, packet in read_records(data))
+
+
+def read_records(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(offset of its record, IP packet) for each packet of a pcap file's bytes, Ethernet
+    frames that do not carry IP left out.  FramingError, at once, if it is not a file we can
+    read, and while iterating at a record cut short."""
+    order, linktype = _file_header(data)
+    return _records(data, order, linktype)
+
+
+def _file_header(data: bytes) -> tuple[str, int]:
+    """(byte order, link type) of a pcap file; FramingError if it is not one we can read."""
     if len(data) < _GLOBAL.size:
         raise FramingError("not a pcap file: shorter than the 24-byte header")
     magic = struct.unpack_from("<I", data)[0]
@@ -57,19 +70,24 @@ def read_packets(data: bytes) -> Iterator[bytes]:
     linktype = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF
     if linktype not in _RAW_ALIASES and linktype != LINKTYPE_ETHERNET:
         raise FramingError(f"pcap link type {linktype} is neither raw IP nor Ethernet")
+    return order, linktype
+
+
+def _records(data: bytes, order: str, linktype: int) -> Iterator[tuple[int, bytes]]:
     record = struct.Struct(order + "IIII")
     pos = _GLOBAL.size
     while pos < len(data):
+        at = pos
         if pos + record.size > len(data):
-            raise FramingError(f"pcap record header cut at offset {pos}")
+            raise FramingError(f"pcap record header cut at offset {at}")
         _sec, _frac, caplen, _origlen = record.unpack_from(data, pos)
         pos += record.size
         if pos + caplen > len(data):
-            raise FramingError(f"pcap record at offset {pos - record.size} runs past the end of the file")
+            raise FramingError(f"pcap record at offset {at} runs past the end of the file")
         frame = data[pos : pos + caplen]
         pos += caplen
         if linktype == LINKTYPE_ETHERNET:
             if len(frame) < ETHERNET_HEADER_BYTES or frame[12:14] not in (b"\x08\x00", b"\x86\xdd"):
                 continue  # not IP: a raw-IP tunnel cannot carry it
             frame = frame[ETHERNET_HEADER_BYTES:]
-        yield frame
+        yield at, frame

@@ -26,12 +26,14 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import time
 from dataclasses import dataclass
 
 from ..adapter import Adapter
-from ..errors import DeviceError, RingClosed, RingCorrupt, RingFull
+from ..cli import BAD_INPUT, CommandError, mtu_bytes
+from ..errors import DeviceError, RingClosed, RingCorrupt, RingFull, TunringError
 from ..session import DEFAULT_CAPACITY, Session
 from ..shm import SessionHandle
 from .tun import SEND_BLOCKED, TunDevice
@@ -279,12 +281,13 @@ def add_parser(sub) -> None:
         "adapter", help="bridge a ring session from another process to a TUN interface",
         description="Create a TUN interface, wait for one client on SOCKET (it hands over its ring "
                     "session), bridge packets both ways until the client closes or dies, then remove "
-                    "the interface and exit.  Needs root or CAP_NET_ADMIN.")
+                    "the interface and exit.  Exit status 1 when the client broke its ring.  "
+                    "Needs root or CAP_NET_ADMIN.")
     p.add_argument("socket", help="AF_UNIX socket path the client connects to (tunring.linux.bridge.connect)")
     p.add_argument("--name", default="tunring%d", help="interface name (default: tunring%%d)")
     p.add_argument("--address", action="append", default=[], help="address/prefix, repeatable (IPv4 or IPv6)")
     p.add_argument("--route", action="append", default=[], help="route via the interface, repeatable")
-    p.add_argument("--mtu", type=int, default=1500, help="interface MTU (default 1500)")
+    p.add_argument("--mtu", type=mtu_bytes, default=1500, help="interface MTU (default 1500)")
     p.add_argument("--netns", help="create the interface in this named network namespace")
     p.set_defaults(func=_main)
 
@@ -294,15 +297,46 @@ def _unwind(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+SUN_PATH_BYTES = 108  # sizeof(sockaddr_un.sun_path), its terminating NUL included
+
+
+def socket_path_problem(path: str) -> str | None:
+    """What keeps ``path`` from becoming the adapter's listening socket, or None.
+
+    Checked before the interface is made, so a mistyped path costs nothing; an
+    existing file that is not a socket is refused, never replaced.
+    """
+    size = len(os.fsencode(path))
+    if not size:
+        return "the socket path is empty"
+    if size >= SUN_PATH_BYTES:
+        return f"a socket path holds at most {SUN_PATH_BYTES - 1} bytes, this one {size}"
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"{folder} is not a folder" if os.path.exists(folder) else f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot create a socket in {folder}: permission denied"
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return "exists and is not a socket (only a stale socket is replaced)"
+    return None
+
+
 def _main(args: argparse.Namespace) -> int:
+    problem = socket_path_problem(args.socket)
+    if problem is not None:
+        raise CommandError(f"{args.socket}: {problem}")
     signal.signal(signal.SIGTERM, _unwind)
     try:
         tun = TunDevice.create(args.name, addresses=args.address, routes=args.route, mtu=args.mtu, netns=args.netns)
     except DeviceError as e:
-        logging.getLogger("tunring").error("%s", e.strerror or e)
-        return 2
+        raise CommandError(str(e.strerror or e)) from None
     try:
-        serve(args.socket, tun)
+        stopped = serve(args.socket, tun)
+    except TunringError as e:  # what the client handed over is not a session we can attach
+        raise CommandError(f"the client's session is not usable: {e}", BAD_INPUT) from None
+    except OSError as e:  # the socket could not be made after all (the checks above race)
+        raise CommandError(f"{args.socket}: {e.strerror or e}", BAD_INPUT) from None
     finally:
         tun.close()
-    return 0
+    # Bridge.run has logged why a broken ring stopped it; the status says it too.
+    return BAD_INPUT if stopped.failed else 0

@@ -1,8 +1,9 @@
 """`tunring bench NAME`: benchmarks that run tunring and its peers in the same run.
 
-Each benchmark module has ``add_arguments(parser)`` and ``run(args) -> list[Result]``.
-Results print as a table (with each peer's ratio to tunring) or, with
-``--json``, as one object ``{"bench": NAME, "results": [...]}``.
+Each benchmark module has ``add_arguments(parser)`` and ``run(args) -> list[Result]``, and
+builds its rows with :mod:`.common` (its table of implementations, best-of rounds, packets).
+Results print as a table (with each peer's ratio to tunring; a skipped row with its reason)
+or, with ``--json``, as one object ``{"bench": NAME, "results": [...]}``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import argparse
 import importlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+
+from .common import Result, result
+
+__all__ = ["BENCHES", "Result", "add_parser", "render_table", "result"]
 
 BENCHES: dict[str, str] = {
     "ring": "tunring.apps.bench.ring",
@@ -20,29 +24,6 @@ BENCHES: dict[str, str] = {
     "tun": "tunring.apps.bench.tun",
     "ppp": "tunring.apps.bench.ppp",
 }
-
-
-@dataclass
-class Result:
-    """One measured row: ``impl`` is "tunring" for ours, the peer's name otherwise."""
-
-    case: str
-    impl: str
-    packet_size: int
-    pps: float
-    gbps: float
-    extra: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        row = asdict(self)
-        row.update(row.pop("extra"))
-        return row
-
-
-def result(case: str, impl: str, packet_size: int, packets: int, seconds: float, **extra) -> Result:
-    """A Result from a count of packets of ``packet_size`` bytes moved in ``seconds``."""
-    pps = packets / seconds if seconds > 0 else 0.0
-    return Result(case, impl, packet_size, pps, pps * packet_size * 8 / 1e9, dict(extra))
 
 
 def render_table(name: str, results: list[Result]) -> str:
@@ -56,6 +37,9 @@ def render_table(name: str, results: list[Result]) -> str:
     lines = [f"tunring bench {name}",
              f"{'case':<28} {'impl':<12} {'size':>6} {'pps':>12} {'Gbit/s':>8} {'tunring x':>10}"]
     for r in results:
+        if "skipped" in r.extra:
+            lines.append(f"{r.case:<28} {r.impl:<12} {r.packet_size:>6} skipped: {r.extra['skipped']}")
+            continue
         base = best_ours(r) if r.impl != "tunring" else 0.0
         ratio = f"{base / r.pps:.2f}" if base and r.pps and r.impl != "tunring" else ""
         lines.append(f"{r.case:<28} {r.impl:<12} {r.packet_size:>6} {r.pps:>12,.0f} {r.gbps:>8.3f} {ratio:>10}")

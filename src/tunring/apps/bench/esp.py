@@ -33,24 +33,28 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 from cryptography.hazmat.primitives import hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ... import layout as L
 from ...adapter import Adapter
+from ...cli import int_in
 from ...proto import esp
 from ...session import Session
-from . import Result, result
+from .common import Impl, Result, add_sizes_argument, available, best_of, drain, ipv4_udp, ring_pair
 
 SIZES = (64, 512, 1400)
+MAX_SIZE = 65000  # an inner packet, its ESP header, padding and ICV fit one 65535-byte datagram
 DEFAULT_TRANSFORMS = ("aes-gcm-128", "aes-cbc-128-hmac-sha1-96")
 # CPU time of this thread: time spent descheduled (the machine may be busy) does not count.
 clock_ns = time.thread_time_ns
 BATCH = 256  # packets per timed batch (fewer for big packets)
 CAPACITY = 0x400000
+SLOT_OVERHEAD_BYTES = 128  # what a slot holds besides the inner packet (ESP header, trailer, padding)
 SPI = 0x0100_0001
+GCM_SALT_BYTES = 4
 _U16 = struct.Struct(">H")
 _SPI_SEQ = struct.Struct(">II")
 ALIASES = {
@@ -61,52 +65,52 @@ ALIASES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--packets", type=int, default=20000, help="packets per case and size (default 20000)")
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="inner packet sizes in bytes")
+    parser.add_argument("--packets", type=int_in(1), default=20000, help="packets per case and size (default 20000)")
+    add_sizes_argument(parser, SIZES, MAX_SIZE, "inner packet sizes in bytes")
     parser.add_argument("--transform", action="append", choices=sorted(esp.TRANSFORMS),
                         help=f"ESP transform(s) to measure (default: {', '.join(DEFAULT_TRANSFORMS)})")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is kept")
+    parser.add_argument("--repeat", type=int_in(1), default=3, help="runs per measurement; the best is kept")
 
 
-def inner_packet(size: int) -> bytes:
-    """An IPv4/UDP packet of ``size`` bytes (>= 28)."""
-    header = struct.pack(">BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, 17, 0, b"\n\0\0\1", b"\n\0\0\2")
-    return header + struct.pack(">HHHH", 1, 2, size - 20, 0) + bytes(size - 28)
-
-
-class Rig:
-    """A session with ESP room and an in-process adapter over the same rings."""
-
-    def __init__(self) -> None:
-        size = L.ring_size(CAPACITY, esp.ESP_LEAD, esp.ESP_TRAIL)
-        self.send_ring, self.receive_ring = bytearray(size), bytearray(size)
-        for ring in (self.send_ring, self.receive_ring):
-            ring[:] = bytes(size)  # touch every page now, not in the timed loops
-        self.session = Session.over(self.send_ring, self.receive_ring, esp.ESP_LEAD, esp.ESP_TRAIL)
-        self.adapter = Adapter.over(self.send_ring, self.receive_ring, esp.ESP_LEAD, esp.ESP_TRAIL)
-
-    def drain(self) -> int:
-        packets = self.adapter.receive_many(1 << 30)
-        self.adapter.release_many(packets)
-        return len(packets)
+def _rig() -> tuple[Session, Adapter]:
+    """A session with ESP room and an in-process adapter, every page touched before timing."""
+    return ring_pair(esp.ESP_LEAD, esp.ESP_TRAIL, CAPACITY, prefault=True)
 
 
 def keys(transform: esp.Transform) -> tuple[bytes, bytes]:
     return bytes(range(1, transform.key_bytes + 1)), bytes(range(100, 100 + transform.auth_key_bytes))
 
 
+def _gcm(enc_key: bytes) -> tuple[AESGCM, bytes]:
+    """RFC 4106: the AES key, and the salt that begins every nonce."""
+    return AESGCM(enc_key[:-GCM_SALT_BYTES]), enc_key[-GCM_SALT_BYTES:]
+
+
+def _cbc(enc_key: bytes) -> Cipher:
+    # One long-lived context, as tunring keeps: each packet's IV is its own first block.
+    return Cipher(algorithms.AES(enc_key), modes.CBC(bytes(16)))
+
+
+def _mac_template(transform: esp.Transform, auth_key: bytes) -> hmac.HMAC:
+    """The keyed HMAC every packet's MAC is copied from (CBC transforms)."""
+    if transform.auth_hash is None:
+        raise ValueError(f"{transform.name} has no separate MAC")
+    return hmac.HMAC(auth_key, transform.auth_hash())
+
+
 def datagrams(transform: esp.Transform, size: int, count: int) -> list[bytes]:
     """``count`` ESP datagrams of one inner size, sequence numbers 1..count, made by tunring."""
     enc_key, auth_key = keys(transform)
     sa = esp.SecurityAssociation(SPI, transform, enc_key, auth_key)
-    rig = Rig()
-    inner = inner_packet(size)
+    session, adapter = _rig()
+    inner = ipv4_udp(size)
     out = []
     for _ in range(count):
-        rig.adapter.deliver(inner)
-        packet = rig.session.receive()
+        adapter.deliver(inner)
+        packet = session.receive()
+        assert packet is not None  # just delivered
         out.append(bytes(sa.encrypt(packet)))
-        rig.session.release(packet)
+        session.release(packet)
     return out
 
 
@@ -134,53 +138,61 @@ class Feed:
 
 def decrypt_tunring(transform: esp.Transform, wire: list[bytes], batch: int) -> Iterator[int]:
     enc_key, auth_key = keys(transform)
-    rig = Rig()
-    inbound = esp.SecurityAssociations(rig.session, [esp.SecurityAssociation(SPI, transform, enc_key, auth_key)],
-                                       max_datagram_bytes=max(map(len, wire)))
+    session, adapter = _rig()
+    max_datagram = max(map(len, wire))
+    inbound = esp.SecurityAssociations(session, [esp.SecurityAssociation(SPI, transform, enc_key, auth_key)],
+                                       max_datagram_bytes=max_datagram)
     for at in range(0, len(wire), batch):
         feed = Feed(wire[at : at + batch])
         t0 = clock_ns()
         inbound.receive_from(feed.recv_into, batch)
         elapsed = clock_ns() - t0
-        rig.drain()
+        drain(adapter)
         yield elapsed
     if inbound.stats.rx_packets != len(wire):
         raise RuntimeError(f"tunring delivered {inbound.stats.rx_packets} of {len(wire)}: {inbound.stats}")
 
 
-def decrypt_copy(transform: esp.Transform, wire: list[bytes], batch: int) -> Iterator[int]:
-    """The copying receive path: decrypt to bytes, check, allocate, copy in."""
+def _copy_opener(transform: esp.Transform) -> Callable[[memoryview, int], bytes | memoryview | None]:
+    """``open_(view, n)``: the plaintext of the datagram ``view[:n]`` as new bytes (None: bad ICV)."""
     enc_key, auth_key = keys(transform)
-    rig = Rig()
-    session = rig.session
-    window = esp.ReplayWindow()
-    scratch = bytearray(max(map(len, wire)))
-    header_bytes, icv_bytes = transform.header_bytes, transform.icv_bytes
-    paddings = [bytes(range(1, pad + 1)) for pad in range(256)]
     if transform.aead:
-        aead = AESGCM(enc_key[:-4])
-        salt = enc_key[-4:]
+        aead, salt = _gcm(enc_key)
 
-        def open_(view, n, seq):
+        def open_gcm(view: memoryview, n: int) -> bytes:
             return aead.decrypt(salt + view[8:16], view[16:n], view[:8])
-    else:
-        mac_template = hmac.HMAC(auth_key, transform.auth_hash())
-        # The same long-lived context trick as tunring, so only the copies differ.
-        decryptor = Cipher(algorithms.AES(enc_key), modes.CBC(bytes(16))).decryptor()
 
-        def open_(view, n, seq):
-            mac = mac_template.copy()
-            mac.update(view[: n - icv_bytes])
-            if not stdlib_hmac.compare_digest(mac.finalize()[:icv_bytes], view[n - icv_bytes : n]):
-                return None
-            return memoryview(decryptor.update(view[8 : n - icv_bytes]))[16:]
+        return open_gcm
+    mac_template = _mac_template(transform, auth_key)
+    decryptor = _cbc(enc_key).decryptor()  # the same long-lived context trick as tunring
+    icv_bytes = transform.icv_bytes
 
-    view = memoryview(scratch)
-    by_spi = {SPI: window}  # the same SPI lookup tunring does
-    stats = esp.EspStats()
-    for at in range(0, len(wire), batch):
-        recv_into = Feed(wire[at : at + batch]).recv_into
-        t0 = clock_ns()
+    def open_cbc(view: memoryview, n: int) -> memoryview | None:
+        mac = mac_template.copy()
+        mac.update(view[: n - icv_bytes])
+        if not stdlib_hmac.compare_digest(mac.finalize()[:icv_bytes], view[n - icv_bytes : n]):
+            return None
+        return memoryview(decryptor.update(view[8 : n - icv_bytes]))[16:]
+
+    return open_cbc
+
+
+class CopyReceiver:
+    """The copying receive path: decrypt to bytes, make the checks tunring makes (SPI, replay
+    window, padding, inner length), allocate a packet and copy the inner packet in."""
+
+    def __init__(self, transform: esp.Transform, session: Session, max_datagram: int) -> None:
+        self.open = _copy_opener(transform)
+        self.write = session.write
+        self.view = memoryview(bytearray(max_datagram))
+        self.by_spi = {SPI: esp.ReplayWindow()}  # the same SPI lookup tunring does
+        self.min_bytes = transform.header_bytes + transform.icv_bytes + 2
+        self.paddings = [bytes(range(1, pad + 1)) for pad in range(256)]
+        self.stats = esp.EspStats()
+
+    def receive(self, recv_into: Callable[[memoryview], int], batch: int) -> None:
+        view, open_, write, by_spi, paddings = self.view, self.open, self.write, self.by_spi, self.paddings
+        min_bytes, stats = self.min_bytes, self.stats
         for _ in range(batch):
             try:
                 n = recv_into(view)
@@ -189,34 +201,38 @@ def decrypt_copy(transform: esp.Transform, wire: list[bytes], batch: int) -> Ite
             if n < 8:
                 continue
             spi, seq = _SPI_SEQ.unpack_from(view)
-            sa_window = by_spi.get(spi)
-            if sa_window is None or n < header_bytes + icv_bytes + 2:
+            window = by_spi.get(spi)
+            if window is None or n < min_bytes:
                 continue
-            plain = open_(view, n, seq)
-            if plain is None:
-                continue
-            if sa_window.accept(seq):
+            plain = open_(view, n)
+            if plain is None or window.accept(seq):  # checked after authentication, as RFC 4303 says
                 continue
             pad = plain[-2]
             payload = len(plain) - 2 - pad
             if payload < 0 or (pad and plain[payload:-2] != paddings[pad]):
                 continue
-            nh = plain[-1]
-            if nh == 4:
-                if payload < 20 or plain[0] >> 4 != 4:
-                    continue
-                length = _U16.unpack_from(plain, 2)[0]
-                if not 20 <= length <= payload:
-                    continue
-            else:
+            if plain[-1] != 4 or payload < 20 or plain[0] >> 4 != 4:
                 continue  # (the benchmark sends IPv4 only)
-            session.write(memoryview(plain)[:length])  # allocate, copy, send
+            length = _U16.unpack_from(plain, 2)[0]
+            if not 20 <= length <= payload:
+                continue
+            write(memoryview(plain)[:length])  # allocate, copy, send
             stats.rx_packets += 1
             stats.rx_bytes += length
+
+
+def decrypt_copy(transform: esp.Transform, wire: list[bytes], batch: int) -> Iterator[int]:
+    """The copying receive path (:class:`CopyReceiver`), batch by batch."""
+    session, adapter = _rig()
+    receiver = CopyReceiver(transform, session, max(map(len, wire)))
+    for at in range(0, len(wire), batch):
+        recv_into = Feed(wire[at : at + batch]).recv_into
+        t0 = clock_ns()
+        receiver.receive(recv_into, batch)
         elapsed = clock_ns() - t0
-        rig.drain()
+        drain(adapter)
         yield elapsed
-    delivered = stats.rx_packets
+    delivered = receiver.stats.rx_packets
     if delivered != len(wire):
         raise RuntimeError(f"copy delivered {delivered} of {len(wire)}")
 
@@ -228,17 +244,17 @@ def decrypt_cipher(transform: esp.Transform, wire: list[bytes], batch: int) -> I
     views = [memoryview(d) for d in wire]
     icv = transform.icv_bytes
     if transform.aead:
-        aead = AESGCM(enc_key[:-4])
-        nonces = [enc_key[-4:] + d[8:16] for d in wire]
+        aead, salt = _gcm(enc_key)
+        nonces = [salt + d[8:16] for d in wire]
         for at in range(0, len(wire), batch):
-            pairs = list(zip(views[at : at + batch], nonces[at : at + batch]))
+            pairs = list(zip(views[at : at + batch], nonces[at : at + batch], strict=True))
             t0 = clock_ns()
             for v, nonce in pairs:
                 aead.decrypt_into(nonce, v[16:], v[:8], out_view[: len(v) - 32])
             yield clock_ns() - t0
         return
-    mac_template = hmac.HMAC(auth_key, transform.auth_hash())
-    decryptor = Cipher(algorithms.AES(enc_key), modes.CBC(bytes(16))).decryptor()
+    mac_template = _mac_template(transform, auth_key)
+    decryptor = _cbc(enc_key).decryptor()
     for at in range(0, len(wire), batch):
         chunk = views[at : at + batch]
         t0 = clock_ns()
@@ -252,17 +268,21 @@ def decrypt_cipher(transform: esp.Transform, wire: list[bytes], batch: int) -> I
 
 
 # -- encrypt ------------------------------------------------------------------
-def encrypt_tunring(transform: esp.Transform, size: int, count: int, batch: int) -> Iterator[int]:
-    enc_key, auth_key = keys(transform)
-    sa = esp.SecurityAssociation(SPI, transform, enc_key, auth_key)
-    rig = Rig()
-    session, deliver = rig.session, rig.adapter.deliver
-    inner = inner_packet(size)
-    sent = 0
+def _deliveries(adapter: Adapter, inner: bytes, count: int, batch: int) -> Iterator[int]:
+    """Batch by batch: deliver the batch's packets to the session (not timed), then its size."""
     for at in range(0, count, batch):
         n = min(batch, count - at)
         for _ in range(n):
-            deliver(inner)
+            adapter.deliver(inner)
+        yield n
+
+
+def encrypt_tunring(transform: esp.Transform, size: int, count: int, batch: int) -> Iterator[int]:
+    enc_key, auth_key = keys(transform)
+    sa = esp.SecurityAssociation(SPI, transform, enc_key, auth_key)
+    session, adapter = _rig()
+    sent = 0
+    for n in _deliveries(adapter, ipv4_udp(size), count, batch):
         t0 = clock_ns()
         packets = session.receive_many(n)
         for datagram in sa.encrypt_many(packets):
@@ -273,41 +293,43 @@ def encrypt_tunring(transform: esp.Transform, size: int, count: int, batch: int)
         raise RuntimeError("tunring did not encrypt every packet")
 
 
+def _copy_sealer(transform: esp.Transform, count: int) -> Callable[[int, bytes], bytes]:
+    """``seal(seq, plain)``: the ESP datagram of a padded plaintext, built as new bytes."""
+    enc_key, auth_key = keys(transform)
+    if transform.aead:
+        aead, salt = _gcm(enc_key)
+        nonce_of = struct.Struct(">4sQ").pack
+        gcm_header = struct.Struct(">IIQ")
+
+        def seal_gcm(seq: int, plain: bytes) -> bytes:
+            head = gcm_header.pack(SPI, seq, seq)
+            return head + aead.encrypt(nonce_of(salt, seq), plain, head[:8])
+
+        return seal_gcm
+    mac_template = _mac_template(transform, auth_key)
+    encryptor = _cbc(enc_key).encryptor()
+    icv = transform.icv_bytes
+    pool = os.urandom(16 * (count + 1))  # random first blocks, drawn up front as tunring's pool is
+    header = struct.Struct(">II")
+
+    def seal_cbc(seq: int, plain: bytes) -> bytes:
+        # Random first block, as tunring does: its ciphertext is the IV.
+        body = header.pack(SPI, seq) + encryptor.update(pool[seq * 16 : seq * 16 + 16] + plain)
+        mac = mac_template.copy()
+        mac.update(body)
+        return body + mac.finalize()[:icv]
+
+    return seal_cbc
+
+
 def encrypt_copy(transform: esp.Transform, size: int, count: int, batch: int) -> Iterator[int]:
     """The copying transmit path: copy out, append trailer, encrypt to new bytes, join."""
-    enc_key, auth_key = keys(transform)
-    rig = Rig()
-    session, deliver = rig.session, rig.adapter.deliver
-    inner = inner_packet(size)
+    session, adapter = _rig()
+    seal = _copy_sealer(transform, count)
     block = transform.block_bytes
     trailers = [bytes(range(1, pad + 1)) + bytes((pad, 4)) for pad in range(block)]
-    header = struct.Struct(">IIQ") if transform.aead else struct.Struct(">II")
-    if transform.aead:
-        aead = AESGCM(enc_key[:-4])
-        nonce_of = struct.Struct(">4sQ").pack
-        salt = enc_key[-4:]
-
-        def seal(seq, plain):
-            head = header.pack(SPI, seq, seq)
-            return head + aead.encrypt(nonce_of(salt, seq), plain, head[:8])
-    else:
-        mac_template = hmac.HMAC(auth_key, transform.auth_hash())
-        encryptor = Cipher(algorithms.AES(enc_key), modes.CBC(bytes(16))).encryptor()
-        icv = transform.icv_bytes
-        pool = os.urandom(16 * (count + 1))  # random first blocks, drawn up front as tunring's pool is
-
-        def seal(seq, plain):
-            # Random first block, as tunring does: its ciphertext is the IV.
-            body = header.pack(SPI, seq) + encryptor.update(pool[seq * 16 : seq * 16 + 16] + plain)
-            mac = mac_template.copy()
-            mac.update(body)
-            return body + mac.finalize()[:icv]
-
     seq = sent = 0
-    for at in range(0, count, batch):
-        n = min(batch, count - at)
-        for _ in range(n):
-            deliver(inner)
+    for n in _deliveries(adapter, ipv4_udp(size), count, batch):
         t0 = clock_ns()
         packets = session.receive_many(n)
         plains = [bytes(packet.data) for packet in packets]
@@ -328,9 +350,8 @@ def encrypt_cipher(transform: esp.Transform, size: int, count: int, batch: int) 
     padded = size + 2 + (-(size + 2) % transform.block_bytes)
     view = memoryview(bytearray(padded + 64))
     if transform.aead:
-        aead = AESGCM(enc_key[:-4])
+        aead, salt = _gcm(enc_key)
         nonce_of = struct.Struct(">4sQ").pack
-        salt = enc_key[-4:]
         aad = bytes(8)
         for at in range(0, count, batch):
             t0 = clock_ns()
@@ -338,8 +359,8 @@ def encrypt_cipher(transform: esp.Transform, size: int, count: int, batch: int) 
                 aead.encrypt_into(nonce_of(salt, seq), view[:padded], aad, view[: padded + 16])
             yield clock_ns() - t0
         return
-    mac_template = hmac.HMAC(auth_key, transform.auth_hash())
-    encryptor = Cipher(algorithms.AES(enc_key), modes.CBC(bytes(16))).encryptor()
+    mac_template = _mac_template(transform, auth_key)
+    encryptor = _cbc(enc_key).encryptor()
     for at in range(0, count, batch):
         t0 = clock_ns()
         for _ in range(min(batch, count - at)):
@@ -350,49 +371,49 @@ def encrypt_cipher(transform: esp.Transform, size: int, count: int, batch: int) 
         yield clock_ns() - t0
 
 
-def measure(factories: dict[str, Callable[[], Iterator[int]]], repeat: int) -> dict[str, float]:
-    """Best total seconds per impl; the impls take turns batch by batch, so load drift hits all alike."""
-    best: dict[str, float] = {}
-    for round_ in range(repeat + 1):  # round 0 warms up and is not counted
-        totals = dict.fromkeys(factories, 0)
-        runs = {impl: factory() for impl, factory in factories.items()}
-        for step in itertools.zip_longest(*runs.values(), fillvalue=0):
-            for impl, elapsed_ns in zip(runs, step):
-                totals[impl] += elapsed_ns
-        if round_:
-            for impl, total in totals.items():
-                best[impl] = min(best.get(impl, total / 1e9), total / 1e9)
-    return best
+# -- the tables: measure(...) -> an iterator of each timed batch's nanoseconds --------------------
+DECRYPT = [  # measure(transform, wire, batch)
+    Impl("tunring", decrypt_tunring),
+    Impl("copy", decrypt_copy),
+    Impl("cipher", decrypt_cipher),
+]
+ENCRYPT = [  # measure(transform, size, count, batch)
+    Impl("tunring", encrypt_tunring),
+    Impl("copy", encrypt_copy),
+    Impl("cipher", encrypt_cipher),
+]
+
+
+def interleaved(table: list[Impl], case: str, size: int, count: int, measure_args: tuple) -> list[Result]:
+    """One round of ``table``: the implementations take turns batch by batch, so load drift hits
+    all alike; each row's time is the sum of its batches."""
+    ready, rows = available(table, case, size)
+    runs = [entry.measure(*measure_args) for entry in ready]
+    totals = [0] * len(runs)
+    for step in itertools.zip_longest(*runs, fillvalue=0):
+        for i, elapsed_ns in enumerate(step):
+            totals[i] += elapsed_ns
+    timed = []
+    for entry, total_ns in zip(ready, totals, strict=True):
+        seconds = total_ns / 1e9
+        timed.append(entry.result(case, size, count, seconds, us_per_packet=round(seconds / count * 1e6, 3)))
+    return timed + rows
 
 
 def run(args: argparse.Namespace) -> list[Result]:
-    sizes = [int(s) for s in str(args.sizes).split(",") if s]
-    for size in sizes:
-        if not 28 <= size <= 65000:
-            raise SystemExit(f"--sizes: {size} is not a UDP/IPv4 packet size in 28..65000")
-    names = args.transform or list(DEFAULT_TRANSFORMS)
     count = args.packets
     results: list[Result] = []
-    for name in names:
+    for name in args.transform or list(DEFAULT_TRANSFORMS):
         transform = esp.TRANSFORMS[name]
-        for size in sizes:
+        for size in args.sizes:
             wire = datagrams(transform, size, count)
             # Packets per timed batch: as many as half the ring holds, at most BATCH.
-            batch = max(1, min(BATCH, CAPACITY // 2 // (size + 128)))
-            rows = [
-                (f"decrypt-into-ring/{ALIASES[name]}", {
-                    "tunring": lambda: decrypt_tunring(transform, wire, batch),
-                    "copy": lambda: decrypt_copy(transform, wire, batch),
-                    "cipher": lambda: decrypt_cipher(transform, wire, batch),
-                }),
-                (f"encrypt-in-place/{ALIASES[name]}", {
-                    "tunring": lambda: encrypt_tunring(transform, size, count, batch),
-                    "copy": lambda: encrypt_copy(transform, size, count, batch),
-                    "cipher": lambda: encrypt_cipher(transform, size, count, batch),
-                }),
-            ]
-            for case, factories in rows:
-                for impl, seconds in measure(factories, args.repeat).items():
-                    results.append(result(case, impl, size, count, seconds,
-                                          us_per_packet=round(seconds / count * 1e6, 3)))
+            batch = max(1, min(BATCH, CAPACITY // 2 // (size + SLOT_OVERHEAD_BYTES)))
+            for case, table, measure_args in (
+                (f"decrypt-into-ring/{ALIASES[name]}", DECRYPT, (transform, wire, batch)),
+                (f"encrypt-in-place/{ALIASES[name]}", ENCRYPT, (transform, size, count, batch)),
+            ):
+                # Round 0 warms up and is not counted; then the best of --repeat rounds.
+                results += best_of(args.repeat, partial(interleaved, table, case, size, count, measure_args),
+                                   warmup=1)
     return results

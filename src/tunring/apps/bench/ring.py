@@ -10,37 +10,56 @@ is measured one packet per call ("single") and with the batch API ("batch").
 from __future__ import annotations
 
 import argparse
+import mmap
 import multiprocessing as mp
 import socket
-import struct
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from ...adapter import Adapter
+from ...cli import int_in, seconds_in
 from ...errors import RingFull
 from ...session import Session
-from . import Result, result
+from .common import Impl, Result, add_sizes_argument, best_of, ipv4_udp, measure_table
 
 SIZES = (64, 512, 1400)
 BATCH = 64
-PEER_BATCH_1PROC = 16  # peers' in-flight messages in one process: must fit a 64 KiB pipe
-PEERS = ("mp.Queue", "mp.Pipe", "socketpair")
+DISTINCT_PACKETS = 256
+# The 1proc peers write a batch before they read it, and mp.Pipe writes into a pipe: its 16 pages
+# must hold the batch, or the write blocks for ever.  Linux gives each write whole pages (it
+# merges only a remainder that fits the last page), and mp.Pipe writes a 4-byte length with the
+# bytes, or before them above 16 KiB.
+PIPE_PAGES = 16
+PAGE_BYTES = mmap.PAGESIZE
+MP_HEADER_BYTES, MP_ONE_WRITE_BYTES = 4, 16384
+MAX_SIZE = (PIPE_PAGES - 1) * PAGE_BYTES  # one message, length and bytes, always fits
+PEER_BATCH_1PROC = 16  # peers' messages in flight in one process (fewer when they would not fit)
+MIN_PACKETS = 20_000
+PACKETS_PER_SECOND_GUESS = 400_000
+
+Send = Callable[[bytes], Any]
+Receive = Callable[[], bytes]
+PeerPair = tuple[Send, Receive, Callable[[], Any]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=0.5, help="target duration of each measurement")
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--seconds", type=seconds_in(0), default=0.5, help="target duration of each measurement")
+    add_sizes_argument(parser, SIZES, MAX_SIZE)
     parser.add_argument("--procs", choices=("1", "2", "both"), default="both")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int_in(1), default=3,
                         help="interleaved rounds of every implementation; the best of each is kept")
 
 
-def make_packets(size: int, count: int = 256) -> list[bytes]:
+def make_packets(size: int, count: int = DISTINCT_PACKETS) -> list[bytes]:
     """Distinct IPv4 packets of ``size`` bytes (the adapter validates them as IP)."""
-    out = []
-    for i in range(count):
-        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, i, 0, 64, 17, 0, b"\x0a\0\0\1", b"\x0a\0\0\2")
-        out.append(header + bytes([i & 0xFF]) * (size - len(header)))
-    return out
+    return [ipv4_udp(size, ident=i, fill=i & 0xFF) for i in range(count)]
+
+
+def _count_for(seconds: float) -> int:
+    # A rough first guess; each measurement is long enough to be stable.
+    return max(MIN_PACKETS, int(seconds * PACKETS_PER_SECOND_GUESS))
 
 
 # -- producers and consumers ---------------------------------------------------
@@ -77,75 +96,105 @@ def ring_consume(adapter: Adapter, count: int, batch: int) -> int:
     return check
 
 
-def _peer_pair(impl: str):
-    """(send, recv, close) callables for a peer transport."""
-    if impl == "mp.Queue":
-        q = mp.Queue(maxsize=4096)
-        return q.put, q.get, q.close
-    if impl == "mp.Pipe":
-        a, b = mp.Pipe(duplex=False)
-        return b.send_bytes, a.recv_bytes, lambda: (a.close(), b.close())
-    if impl == "socketpair":
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        return b.send, lambda: a.recv(65536), lambda: (a.close(), b.close())
-    raise ValueError(impl)
+# -- the peers: (send, receive, close) of each transport -------------------------
 
 
-def _count_for(size: int, seconds: float) -> int:
-    # A rough first guess; each measurement is long enough to be stable.
-    return max(20_000, int(seconds * 400_000))
+def _queue() -> PeerPair:
+    q: mp.Queue[bytes] = mp.Queue(maxsize=4096)
+    return q.put, q.get, q.close
+
+
+def _pipe() -> PeerPair:
+    a, b = mp.Pipe(duplex=False)
+
+    def close() -> None:
+        a.close()
+        b.close()
+
+    return b.send_bytes, a.recv_bytes, close
+
+
+def _socketpair() -> PeerPair:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+
+    def close() -> None:
+        a.close()
+        b.close()
+
+    return b.send, lambda: a.recv(65536), close
+
+
+PEERS: dict[str, Callable[[], PeerPair]] = {"mp.Queue": _queue, "mp.Pipe": _pipe, "socketpair": _socketpair}
 
 
 # -- one process ---------------------------------------------------------------
 
 
-def one_process(size: int, seconds: float) -> list[Result]:
-    packets = make_packets(size)
-    count = _count_for(size, seconds)
-    rows = []
-    for mode, batch in (("single", 1), ("batch", BATCH)):
-        with Session.create() as session:
-            adapter = Adapter.attach(session.handle())
+def _ring_1proc(batch: int, packets: list[bytes], count: int) -> float:
+    """Both ends in this process: allocate, fill and send a batch, then receive and release it."""
+    with Session.create() as session:
+        adapter = Adapter.attach(session.handle())
+        try:
             t0 = time.perf_counter()
-            done = 0
-            while done < count:
-                k = min(batch, count - done)
-                if batch == 1:
-                    p = session.allocate(size)
-                    p.buf[p.start : p.end] = packets[done % 256]
-                    session.send(p)
-                    q = adapter.receive()
-                    _ = q.buf[q.start]
-                    adapter.release(q)
-                else:
-                    group = session.allocate_many(size, k)
-                    for i, p in enumerate(group, done):
-                        p.buf[p.start : p.end] = packets[i % 256]
-                    session.send_many(group)
-                    got = adapter.receive_many(k)
-                    for q in got:
-                        _ = q.buf[q.start]
-                    adapter.release_many(got)
-                done += k
-            dt = time.perf_counter() - t0
+            (_single_1proc if batch == 1 else _batch_1proc)(session, adapter, packets, count, batch)
+            return time.perf_counter() - t0
+        finally:
             adapter.close()
-        rows.append(result(f"1proc-{mode}", "tunring", size, count, dt))
-    for impl in PEERS:
-        send, recv, close = _peer_pair(impl)
-        t0 = time.perf_counter()
-        done = 0
-        while done < count:
-            k = min(PEER_BATCH_1PROC, count - done)
-            for i in range(k):
-                send(packets[(done + i) % 256])
-            for _ in range(k):
-                _ = recv()[0]
-            done += k
-        dt = time.perf_counter() - t0
-        close()
-        rows.append(result("1proc", impl, size, count, dt))
-    return rows
+
+
+def _single_1proc(session: Session, adapter: Adapter, packets: list[bytes], count: int, _batch: int) -> None:
+    size = len(packets[0])
+    n = len(packets)
+    for done in range(count):
+        p = session.allocate(size)
+        p.buf[p.start : p.end] = packets[done % n]
+        session.send(p)
+        q = adapter.receive()
+        assert q is not None  # just sent
+        _ = q.buf[q.start]
+        adapter.release(q)
+
+
+def _batch_1proc(session: Session, adapter: Adapter, packets: list[bytes], count: int, batch: int) -> None:
+    size = len(packets[0])
+    n = len(packets)
+    done = 0
+    while done < count:
+        group = session.allocate_many(size, min(batch, count - done))  # as many as fit
+        for i, p in enumerate(group, done):
+            p.buf[p.start : p.end] = packets[i % n]
+        session.send_many(group)
+        got = adapter.receive_many(len(group))
+        for q in got:
+            _ = q.buf[q.start]
+        adapter.release_many(got)
+        done += len(group)
+
+
+def _pipe_pages(size: int) -> int:
+    """The most pipe pages one mp.Pipe message of ``size`` bytes can take."""
+    if size <= MP_ONE_WRITE_BYTES:
+        return -(-(size + MP_HEADER_BYTES) // PAGE_BYTES)
+    return 1 + -(-size // PAGE_BYTES)
+
+
+def _peer_1proc(pair: Callable[[], PeerPair], packets: list[bytes], count: int) -> float:
+    send, recv, close = pair()
+    n = len(packets)
+    batch = min(PEER_BATCH_1PROC, PIPE_PAGES // _pipe_pages(len(packets[0])))
+    t0 = time.perf_counter()
+    done = 0
+    while done < count:
+        k = min(batch, count - done)
+        for i in range(k):
+            send(packets[(done + i) % n])
+        for _ in range(k):
+            _ = recv()[0]
+        done += k
+    seconds = time.perf_counter() - t0
+    close()
+    return seconds
 
 
 # -- two processes -------------------------------------------------------------
@@ -159,59 +208,77 @@ def _ring_child(handle, count: int, batch: int, conn) -> None:
     adapter.close()
 
 
-def _peer_child(recv, count: int, conn) -> None:
+def _peer_child(recv: Receive, count: int, conn) -> None:
     conn.send("ready")
     for _ in range(count):
         _ = recv()[0]
     conn.send(time.perf_counter())
 
 
-def two_process(size: int, seconds: float) -> list[Result]:
+def _two_process(child: Callable[..., None], args: tuple, produce: Callable[[], None]) -> float:
+    """Seconds from the first packet ``produce`` sends to the last one the forked ``child`` receives."""
     ctx = mp.get_context("fork")
-    packets = make_packets(size)
-    count = _count_for(size, seconds)
-    rows = []
-    for mode, batch in (("single", 1), ("batch", BATCH)):
-        session = Session.create()
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_ring_child, args=(session.handle(), count, batch, child))
-        proc.start()
-        parent.recv()
-        t0 = time.perf_counter()
-        ring_produce(session, packets, count, batch)
-        t1 = parent.recv()
-        proc.join()
-        session.close()
-        rows.append(result(f"2proc-{mode}", "tunring", size, count, t1 - t0))
-    for impl in PEERS:
-        send, recv, close = _peer_pair(impl)
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_peer_child, args=(recv, count, child))
-        proc.start()
-        parent.recv()
-        t0 = time.perf_counter()
+    parent, child_end = ctx.Pipe()
+    proc = ctx.Process(target=child, args=(*args, child_end))
+    proc.start()
+    parent.recv()  # the child is ready
+    t0 = time.perf_counter()
+    produce()
+    t1 = parent.recv()
+    proc.join()
+    return t1 - t0
+
+
+def _ring_2proc(batch: int, packets: list[bytes], count: int) -> float:
+    with Session.create() as session:
+        return _two_process(_ring_child, (session.handle(), count, batch),
+                            lambda: ring_produce(session, packets, count, batch))
+
+
+def _peer_2proc(pair: Callable[[], PeerPair], packets: list[bytes], count: int) -> float:
+    send, recv, close = pair()
+    n = len(packets)
+
+    def produce() -> None:
         for i in range(count):
-            send(packets[i % 256])
-        t1 = parent.recv()
-        proc.join()
+            send(packets[i % n])
+
+    try:
+        return _two_process(_peer_child, (recv, count), produce)
+    finally:
         close()
-        rows.append(result("2proc", impl, size, count, t1 - t0))
-    return rows
+
+
+# -- the tables: a case, and what is measured in it --------------------------------
+# measure(packets, count) -> seconds
+ONE_PROCESS = [
+    Impl("tunring", partial(_ring_1proc, 1), variant="single"),
+    Impl("tunring", partial(_ring_1proc, BATCH), variant="batch"),
+    *(Impl(name, partial(_peer_1proc, pair)) for name, pair in PEERS.items()),
+]
+TWO_PROCESS = [
+    Impl("tunring", partial(_ring_2proc, 1), variant="single"),
+    Impl("tunring", partial(_ring_2proc, BATCH), variant="batch"),
+    *(Impl(name, partial(_peer_2proc, pair)) for name, pair in PEERS.items()),
+]
+CASES = {"1": [("1proc", ONE_PROCESS)], "2": [("2proc", TWO_PROCESS)],
+         "both": [("1proc", ONE_PROCESS), ("2proc", TWO_PROCESS)]}
 
 
 def run(args: argparse.Namespace) -> list[Result]:
-    """Every implementation once per round, rounds interleaved; the best pps of each row is kept
-    (this machine is shared: the best run is the least disturbed one)."""
-    best: dict[tuple[str, str, int], Result] = {}
-    for _ in range(max(1, args.rounds)):
+    """Every implementation once per round, rounds interleaved; the best pps of each row is kept."""
+    count = _count_for(args.seconds)
+
+    def one_round() -> list[Result]:
+        rows: list[Result] = []
         for size in args.sizes:
-            rows: list[Result] = []
-            if args.procs in ("1", "both"):
-                rows += one_process(size, args.seconds)
-            if args.procs in ("2", "both"):
-                rows += two_process(size, args.seconds)
-            for r in rows:
-                key = (r.case, r.impl, r.packet_size)
-                if key not in best or r.pps > best[key].pps:
-                    best[key] = r
-    return list(best.values())
+            packets = make_packets(size)
+            for case, table in CASES[args.procs]:
+                rows += measure_table(table, case, size, partial(_measure, case, size, packets, count))
+        return rows
+
+    return best_of(args.rounds, one_round)
+
+
+def _measure(case: str, size: int, packets: list[bytes], count: int, entry: Impl) -> Result:
+    return entry.result(case, size, count, entry.measure(packets, count))

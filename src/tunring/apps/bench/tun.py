@@ -25,72 +25,194 @@ import errno
 import json
 import multiprocessing
 import os
-import shutil
+import select
 import socket
-import struct
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Protocol
 
-from . import Result, result
+from ...cli import BAD_INPUT, CommandError, int_in
+from ..reflect import reflect, serve
+from .common import Impl, Result, add_sizes_argument, best_of, ipv4_udp, measure_table
 
 LOCAL4, PEER4 = "10.0.0.1", "10.1.10.2"
 ADDRESSES = [f"{LOCAL4}/8"]
 IFNAME = "trbench0"
 NETNS = f"tunring-bench-{os.getpid()}"
+MTU = 1500  # the interface's: the largest packet a case sends
 BATCH = 64
 READ_BYTES = 2048  # what the peers read per packet: more than the MTU (1500) carries
-IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
+REFLECT_BATCH = 256
+POLL_S = 0.05
+CASES = ("write", "read", "tcp")
+TCP_CASE = "tcp iperf3 via reflector"
+SO_SNDBUFFORCE = 32
+IPERF3 = ("iperf3",)
+IPERF3_GRACE_S = 30  # how much longer than its run iperf3 may take
+
+
+def _case_list(text: str) -> list[str]:
+    cases = [case for case in text.split(",") if case]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown or not cases:
+        raise argparse.ArgumentTypeError(f"{text!r}: the cases are {', '.join(CASES)}")
+    return cases
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--packets", type=int, default=100_000, help="packets per write/read case")
-    parser.add_argument("--sizes", default="100,1400", help="IP packet sizes, comma separated")
-    parser.add_argument("--tcp-seconds", type=float, default=4.0, help="iperf3 duration per run (0: skip TCP)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best of each is kept")
-    parser.add_argument("--cases", default="write,read,tcp", help="which cases to run, comma separated")
+    parser.add_argument("--packets", type=int_in(BATCH), default=100_000, help="packets per write/read case")
+    add_sizes_argument(parser, (100, 1400), MTU, "IP packet sizes in bytes, up to the interface's MTU")
+    parser.add_argument("--tcp-seconds", type=int_in(0), default=4,
+                        help="iperf3 duration per run in whole seconds, as iperf3 takes it (0: skip TCP)")
+    parser.add_argument("--rounds", type=int_in(1), default=2, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--cases", type=_case_list, default=list(CASES),
+                        help="which cases to run, comma separated (write,read,tcp)")
 
 
-# -- helpers -----------------------------------------------------------------------------------
 def _udp4(size: int) -> bytes:
     """A valid IPv4 UDP packet of ``size`` bytes to the reflector's peer (dropped by the kernel:
     the namespace does not forward)."""
-    total = max(size, 28)
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, 64, 17, 0,
-                               socket.inet_aton(LOCAL4), socket.inet_aton(PEER4)))
-    s = sum(struct.unpack("!10H", ip))
-    s = (s & 0xFFFF) + (s >> 16)
-    ip[10:12] = struct.pack("!H", ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF)
-    return bytes(ip) + struct.pack("!HHHH", 5000, 9, total - 20, 0) + bytes(total - 28)
+    return ipv4_udp(size, src=LOCAL4, dst=PEER4, sport=5000, dport=9, dont_fragment=True)
 
 
-def _plain_fd() -> int:
-    import fcntl
+# -- the implementations: each opens its own interface named IFNAME ------------------------------
+class Tun(Protocol):
+    def write(self, packet: bytes, count: int) -> None: ...
+    def read(self, count: int) -> int: ...
+    def reflect(self, stop: Callable[[], bool]) -> None: ...
+    def close(self) -> None: ...
 
+
+class TunringTun:
+    """tunring's Device API on a TunDevice: allocate_many + copy + send_many, receive_many + release_many."""
+
+    def __init__(self, offload: bool = False, tso: bool = True) -> None:
+        from ...linux import TunDevice
+
+        self.dev = TunDevice.create(IFNAME, addresses=ADDRESSES, offload=offload, tso=tso, packets=1024)
+
+    def write(self, packet: bytes, count: int) -> None:
+        dev, size = self.dev, len(packet)
+        for _ in range(count // BATCH):
+            out = dev.allocate_many(size, BATCH)
+            for p in out:
+                p.buf[p.start : p.end] = packet
+            dev.send_many(out)
+
+    def read(self, count: int) -> int:
+        dev = self.dev
+        got = 0
+        while got < count:
+            ps = dev.receive_many(BATCH)
+            if not ps:
+                break
+            got += len(ps)
+            dev.release_many(ps)
+        return got
+
+    def reflect(self, stop: Callable[[], bool]) -> None:
+        serve(self.dev, stop, batch=REFLECT_BATCH)
+
+    def close(self) -> None:
+        self.dev.close()
+
+
+def _configure() -> None:
     from ...linux import netlink
-    from ...linux.tun import _IFREQ, TUNSETIFF
 
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(IFNAME.encode(), IFF_TUN | IFF_NO_PI))
     netlink.configure(IFNAME, addresses=netlink.parse_addresses(ADDRESSES))
-    return fd
 
 
-def _pytun():
-    import pytun
+class OsTun:
+    """The plain program: os.write/os.read on a /dev/net/tun descriptor it set up itself."""
 
-    from ...linux import netlink
+    def __init__(self) -> None:
+        import fcntl
+        import struct
 
-    dev = pytun.TunTapDevice(name=IFNAME, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
-    netlink.configure(IFNAME, addresses=netlink.parse_addresses(ADDRESSES))
-    return dev
+        from ...linux.tun import IFF_NO_PI, IFF_TUN, TUNSETIFF
+
+        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        ifreq = struct.pack("16sH22x", IFNAME.encode(), IFF_TUN | IFF_NO_PI)  # struct ifreq: name, flags
+        fcntl.ioctl(self.fd, TUNSETIFF, ifreq)
+        _configure()
+        os.set_blocking(self.fd, False)
+
+    def write(self, packet: bytes, count: int) -> None:
+        fd, write = self.fd, os.write
+        for _ in range(count):
+            write(fd, packet)
+
+    def read(self, count: int) -> int:
+        fd, read = self.fd, os.read
+        got = 0
+        try:
+            while got < count:
+                read(fd, READ_BYTES)
+                got += 1
+        except BlockingIOError:
+            pass
+        return got
+
+    def reflect(self, stop: Callable[[], bool]) -> None:
+        fd = self.fd
+        while not stop():
+            try:
+                b = bytearray(os.read(fd, READ_BYTES))
+            except BlockingIOError:
+                select.select([fd], [], [], POLL_S)
+                continue
+            if reflect(memoryview(b)):
+                os.write(fd, b)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
-def _tunring(offload: bool = False, tso: bool = True):
-    from ...linux import TunDevice
+class PytunTun:
+    """python-pytun's TunTapDevice: its write and read."""
 
-    return TunDevice.create(IFNAME, addresses=ADDRESSES, offload=offload, tso=tso, packets=1024)
+    def __init__(self) -> None:
+        import pytun
+
+        self.error = pytun.Error
+        self.dev = pytun.TunTapDevice(name=IFNAME, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
+        _configure()
+
+    def write(self, packet: bytes, count: int) -> None:
+        write = self.dev.write
+        for _ in range(count):
+            write(packet)
+
+    def read(self, count: int) -> int:
+        os.set_blocking(self.dev.fileno(), False)
+        read = self.dev.read
+        got = 0
+        try:
+            while got < count:
+                read(READ_BYTES)
+                got += 1
+        except self.error as e:  # pytun's own error, also for EAGAIN
+            if e.args[0] != errno.EAGAIN:
+                raise
+        return got
+
+    def reflect(self, stop: Callable[[], bool]) -> None:
+        dev, fd = self.dev, self.dev.fileno()
+        while not stop():
+            if not select.select([fd], [], [], POLL_S)[0]:
+                continue
+            b = bytearray(dev.read(READ_BYTES))
+            if reflect(memoryview(b)):
+                dev.write(bytes(b))  # pytun takes read-only bytes only
+
+    def close(self) -> None:
+        self.dev.close()
 
 
+# -- per-packet cases --------------------------------------------------------------------------
 def _set_txqlen(n: int) -> None:
     from pyroute2 import IPRoute
 
@@ -103,197 +225,132 @@ def _fill(count: int, size: int) -> None:
     _set_txqlen(count + 1000)
     payload = bytes(size - 28)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, 32, 1 << 26)  # SO_SNDBUFFORCE
+        s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 1 << 26)
         for _ in range(count):
             s.sendto(payload, (PEER4, 9))
 
 
-# -- per-packet cases --------------------------------------------------------------------------
-def _write_case(impl: str, size: int, count: int) -> float:
-    pkt = _udp4(size)
-    if impl == "tunring":
-        dev = _tunring()
-        try:
-            t0 = time.perf_counter()
-            for _ in range(count // BATCH):
-                out = dev.allocate_many(size, BATCH)
-                for p in out:
-                    p.buf[p.start : p.end] = pkt
-                dev.send_many(out)
-            return time.perf_counter() - t0
-        finally:
-            dev.close()
-    if impl == "os":
-        fd = _plain_fd()
-        write = os.write
-        try:
-            t0 = time.perf_counter()
-            for _ in range(count // BATCH * BATCH):
-                write(fd, pkt)
-            return time.perf_counter() - t0
-        finally:
-            os.close(fd)
-    dev = _pytun()
-    try:
-        write = dev.write
+def _write_case(kind: Callable[[], Tun], size: int, count: int) -> float:
+    """Seconds to write ``count`` prebuilt UDP packets into the kernel."""
+    packet = _udp4(size)
+    with contextlib.closing(kind()) as tun:
         t0 = time.perf_counter()
-        for _ in range(count // BATCH * BATCH):
-            write(pkt)
+        tun.write(packet, count)
         return time.perf_counter() - t0
-    finally:
-        dev.close()
 
 
-def _read_case(impl: str, size: int, count: int) -> float:
-    if impl == "tunring":
-        dev = _tunring()
-        try:
-            _fill(count, size)
-            t0 = time.perf_counter()
-            got = 0
-            while got < count:
-                ps = dev.receive_many(BATCH)
-                if not ps:
-                    break
-                got += len(ps)
-                dev.release_many(ps)
-            return _checked(time.perf_counter() - t0, got, count)
-        finally:
-            dev.close()
-    if impl == "os":
-        fd = _plain_fd()
-        os.set_blocking(fd, False)
-        read = os.read
-        try:
-            _fill(count, size)
-            t0 = time.perf_counter()
-            got = 0
-            try:
-                while got < count:
-                    read(fd, READ_BYTES)
-                    got += 1
-            except BlockingIOError:
-                pass
-            return _checked(time.perf_counter() - t0, got, count)
-        finally:
-            os.close(fd)
-    dev = _pytun()
-    try:
-        os.set_blocking(dev.fileno(), False)
+def _read_case(kind: Callable[[], Tun], size: int, count: int) -> float:
+    """Seconds to read ``count`` packets the kernel queued on the interface beforehand."""
+    with contextlib.closing(kind()) as tun:
         _fill(count, size)
-        read = dev.read
         t0 = time.perf_counter()
-        got = 0
-        import pytun
-
-        try:
-            while got < count:
-                read(READ_BYTES)
-                got += 1
-        except pytun.Error as e:  # pytun's own error, also for EAGAIN
-            if e.args[0] != errno.EAGAIN:
-                raise
-        return _checked(time.perf_counter() - t0, got, count)
-    finally:
-        dev.close()
-
-
-def _checked(seconds: float, got: int, count: int) -> float:
+        got = tun.read(count)
+        seconds = time.perf_counter() - t0
     # IPv6 chatter on the link may add a packet or two; fewer would mean the queue dropped.
     if got < count * 0.99:
-        raise RuntimeError(f"only {got} of {count} queued packets were read")
+        raise CommandError(f"only {got} of {count} queued packets could be read: try fewer --packets", BAD_INPUT)
     return seconds * count / got
 
 
 # -- TCP through a reflector ---------------------------------------------------------------
-# tunring's TCP configurations: offloads with GRO writes only (the kernel segments and checksums
-# what it sends), full wireguard-go-style offloads (TSO/USO reads split in Python), none.
-TCP_TUNRING = {
-    "tunring": dict(offload=True, tso=False),
-    "tunring-tso": dict(offload=True, tso=True),
-    "tunring-plain": dict(offload=False),
-}
-def _reflect_os(fd: int, stop) -> None:
-    from ..reflect import reflect
-
-    while not stop.is_set():
-        try:
-            b = bytearray(os.read(fd, READ_BYTES))
-        except BlockingIOError:
-            import select
-
-            select.select([fd], [], [], 0.05)
-            continue
-        if reflect(memoryview(b)):
-            os.write(fd, b)
-
-
-def _reflect_pytun(dev, stop) -> None:
-    import select
-
-    from ..reflect import reflect
-
-    fd = dev.fileno()
-    while not stop.is_set():
-        if not select.select([fd], [], [], 0.05)[0]:
-            continue
-        b = bytearray(dev.read(READ_BYTES))
-        if reflect(memoryview(b)):
-            dev.write(bytes(b))  # pytun takes read-only bytes only
-
-
-def _timed(target, cpu, *args) -> None:
+def _timed(target: Callable[[Callable[[], bool]], None], cpu, stop) -> None:
     """Run a reflector and report the CPU seconds it used (the work it costs, whatever the load)."""
     t0 = time.process_time()
-    target(*args)
+    target(stop.is_set)
     cpu.put(time.process_time() - t0)
 
 
-def _tcp_case(impl: str, seconds: float) -> tuple[float, float]:
-    """iperf3 Gbit/s through a reflector of kind ``impl``, and the reflector's CPU seconds per GB."""
-    from ..reflect import serve
-
-    ctx = multiprocessing.get_context("fork")
-    stop, cpu = ctx.Event(), ctx.Queue()
-    if impl in TCP_TUNRING:
-        dev = _tunring(**TCP_TUNRING[impl])
-        target, args, close = (lambda d, s: serve(d, s.is_set, batch=256)), (dev, stop), dev.close
-    elif impl == "os":
-        fd = _plain_fd()
-        os.set_blocking(fd, False)
-        target, args, close = _reflect_os, (fd, stop), (lambda: os.close(fd))
-    else:
-        dev = _pytun()
-        target, args, close = _reflect_pytun, (dev, stop), dev.close
-    proc = ctx.Process(target=_timed, args=(target, cpu, *args))
-    proc.start()
+def _iperf3(impl: str, seconds: int) -> dict:
+    """iperf3's ``sum_received`` for a TCP run from PEER4's side to a server on LOCAL4."""
     server = subprocess.Popen(["iperf3", "-s", "-1", "-B", LOCAL4], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
         out = subprocess.run(["iperf3", "-c", PEER4, "-t", str(seconds), "-J", "--connect-timeout", "3000"],
-                             capture_output=True, text=True, timeout=seconds + 30)
-        report = json.loads(out.stdout)
-        if "error" in report:
-            raise RuntimeError(f"iperf3 ({impl}): {report['error']}")
-        received = report["end"]["sum_received"]
+                             capture_output=True, text=True, timeout=seconds + IPERF3_GRACE_S)
+    except subprocess.TimeoutExpired:
+        raise CommandError(f"iperf3 ({impl}) did not finish within {seconds + IPERF3_GRACE_S} s", BAD_INPUT) from None
     finally:
         server.kill()
         server.wait()
-        stop.set()
+    try:
+        report = json.loads(out.stdout)
+    except ValueError:
+        raise CommandError(f"iperf3 ({impl}) said no JSON: {out.stderr.strip()[:200]}", BAD_INPUT) from None
+    if "error" in report:
+        raise CommandError(f"iperf3 ({impl}): {report['error']}", BAD_INPUT)
+    return report["end"]["sum_received"]
+
+
+def _tcp_case(impl: str, kind: Callable[[], Tun], seconds: int) -> tuple[float, float]:
+    """iperf3 Gbit/s through a reflector of ``kind``, and the reflector's CPU seconds per GB."""
+    ctx = multiprocessing.get_context("fork")
+    stop, cpu = ctx.Event(), ctx.Queue()
+    with contextlib.closing(kind()) as tun:
+        proc = ctx.Process(target=_timed, args=(tun.reflect, cpu, stop))
+        proc.start()
         try:
-            cpu_s = cpu.get(timeout=10)
+            received = _iperf3(impl, seconds)
         finally:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-            close()
+            stop.set()
+            try:
+                cpu_s = cpu.get(timeout=10)
+            finally:
+                proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
     return received["bits_per_second"] / 1e9, cpu_s / (received["bytes"] / 1e9)
 
 
+# -- the tables ------------------------------------------------------------------------------
+# measure() -> an open Tun of that kind, on IFNAME
+PACKET_IMPLS = [
+    Impl("tunring", TunringTun),
+    Impl("os", OsTun),
+    Impl("pytun", PytunTun, modules=("pytun",)),
+]
+# tunring's TCP configurations: offloads with GRO writes only (the kernel segments and checksums
+# what it sends), full wireguard-go-style offloads (TSO/USO reads split in Python), none.
+TCP_IMPLS = [
+    Impl("tunring", partial(TunringTun, offload=True, tso=False), programs=IPERF3,
+         extra={"offload": True, "tso": False}),
+    Impl("tunring-tso", partial(TunringTun, offload=True, tso=True), programs=IPERF3,
+         extra={"offload": True, "tso": True}),
+    Impl("tunring-plain", partial(TunringTun, offload=False), programs=IPERF3, extra={"offload": False}),
+    Impl("os", OsTun, programs=IPERF3, extra={"offload": False}),
+    Impl("pytun", PytunTun, modules=("pytun",), programs=IPERF3, extra={"offload": False}),
+]
+PACKET_CASES: dict[str, tuple[Callable[[Callable[[], Tun], int, int], float], Callable[[int], int]]] = {
+    # case: (measure, how many packets it moves of --packets)
+    "write": (_write_case, lambda packets: packets // BATCH * BATCH),
+    "read": (_read_case, lambda packets: packets),
+}
+
+
+def _packet_round(args: argparse.Namespace) -> list[Result]:
+    rows: list[Result] = []
+    for size in args.sizes:
+        for case in (c for c in PACKET_CASES if c in args.cases):
+            measure, moved = PACKET_CASES[case]
+            count = moved(args.packets)
+            rows += measure_table(PACKET_IMPLS, case, size, partial(_packet_row, measure, case, size, count))
+    return rows
+
+
+def _packet_row(measure: Callable[[Callable[[], Tun], int, int], float], case: str, size: int, count: int,
+                entry: Impl) -> Result:
+    return entry.result(case, size, count, measure(entry.measure, size, count))
+
+
+def _tcp_row(seconds: int, entry: Impl) -> Result:
+    gbps, cpu_s_per_gb = _tcp_case(entry.impl, entry.measure, seconds)
+    # Express a bit rate as full-MTU packets per second so the table's ratio column works.
+    return entry.result(TCP_CASE, MTU, gbps * 1e9 / (MTU * 8), 1.0, reflector_cpu_s_per_gb=round(cpu_s_per_gb, 3))
+
+
 @contextlib.contextmanager
-def _namespace():
+def _namespace() -> Iterator[None]:
     from pyroute2 import netns
 
     from ...linux import netlink
@@ -312,39 +369,11 @@ def _namespace():
 
 def run(args: argparse.Namespace) -> list[Result]:
     if os.geteuid() != 0:
-        raise SystemExit("tunring bench tun needs root (TUN devices, network namespaces)")
-    sizes = [int(s) for s in args.sizes.split(",")]
-    cases = set(args.cases.split(","))
-    impls = ["tunring", "os", "pytun"]
-    packet_cases = [(c, fn) for c, fn in (("write", _write_case), ("read", _read_case)) if c in cases]
-    best: dict[tuple[str, str, int], float] = {}
+        raise CommandError("bench tun needs root (TUN devices, network namespaces)")
+    results: list[Result] = []
     with _namespace():
-        for _ in range(args.rounds):
-            for size in sizes:
-                for case, fn in packet_cases:
-                    for impl in impls:
-                        t = fn(impl, size, args.packets)
-                        key = (case, impl, size)
-                        best[key] = min(best.get(key, t), t)
-        tcp: dict[str, tuple[float, float]] = {}
-        if args.tcp_seconds > 0 and "tcp" in cases:
-            if shutil.which("iperf3") is None:
-                raise SystemExit("iperf3 is missing: apt-get install iperf3 (scripts/bootstrap test)")
-            for _ in range(args.rounds):
-                for impl in (*TCP_TUNRING, "os", "pytun"):
-                    gbps, cpu_s_per_gb = _tcp_case(impl, args.tcp_seconds)
-                    if gbps > tcp.get(impl, (0.0, 0.0))[0]:
-                        tcp[impl] = (gbps, cpu_s_per_gb)
-    results = []
-    for size in sizes:
-        for case, _ in packet_cases:
-            for impl in impls:
-                results.append(result(case, impl, size, args.packets // BATCH * BATCH if case == "write"
-                                      else args.packets, best[(case, impl, size)]))
-    mtu = 1500
-    for impl, (g, cpu_s_per_gb) in tcp.items():
-        # Express a bit rate as full-MTU packets per second so the table's ratio column works.
-        results.append(result("tcp iperf3 via reflector", impl, mtu, g * 1e9 / (mtu * 8), 1.0,
-                              reflector_cpu_s_per_gb=round(cpu_s_per_gb, 3),
-                              **TCP_TUNRING.get(impl, {"offload": False})))
+        results += best_of(args.rounds, partial(_packet_round, args))
+        if args.tcp_seconds > 0 and "tcp" in args.cases:
+            results += best_of(args.rounds, lambda: measure_table(TCP_IMPLS, TCP_CASE, MTU,
+                                                                  partial(_tcp_row, args.tcp_seconds)))
     return results
