@@ -27,7 +27,7 @@ bench: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py scripts/bootstrap src/tunring/_atomic.c
+$(STAMP): pyproject.toml setup.py scripts/bootstrap src/tunring/_atomic.c $(wildcard src/tunring/native/*.[ch])
 	sh scripts/bootstrap base
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -8,6 +8,8 @@ import importlib
 import logging
 import sys
 
+from . import __version__, _impl
+
 # name -> module with add_parser(subparsers) that sets func=handler(args) -> int
 COMMANDS = {
     "demo": "tunring.apps.demo",
@@ -21,6 +23,8 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunring", description="Zero-copy IP packet rings (Wintun's protocol, with header room) for VPN clients.")
+    parser.add_argument("--version", action="version", version=f"tunring {__version__} ({_impl.describe()})",
+                        help="print the version and which path is active (native core or pure Python), then exit")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():

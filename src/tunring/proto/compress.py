@@ -22,6 +22,7 @@ from typing import Protocol
 
 import lz4.block
 
+from .. import _impl
 from ..errors import FramingError
 
 Buffer = bytes | bytearray | memoryview
@@ -339,6 +340,17 @@ class DeflateDecompressor:
     def _fail(self, reason: str) -> int:
         self._error = reason
         raise FramingError(reason)
+
+
+# ---- the native core ------------------------------------------------------------------------
+# tunring._native has the decompressors above in C, writing straight into dst (and the LZS
+# compressor, byte for byte the same); where it is active (tunring._impl) these names are
+# rebound to it, before the classes below take them.  The Python above stays the specification.
+if _impl.native is not None:
+    lzs_decompress_into = _impl.native.lzs_decompress_into
+    lzs_compress = _impl.native.lzs_compress
+    lz4_decompress_into = _impl.native.lz4_decompress_into
+    DeflateDecompressor = _impl.native.DeflateDecompressor  # type: ignore[misc]  # the C class stands in for this one
 
 
 # ---- by name --------------------------------------------------------------------------------

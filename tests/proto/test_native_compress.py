@@ -1,0 +1,205 @@
+"""The native decompressors (and LZS compressor) against the pure-Python reference: the same
+bytes to both (valid, cut, corrupted, random, bombs), the same results, errors and messages,
+the same output, nothing written outside dst."""
+
+import os
+import zlib
+
+import lz4.block
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from native_support import outcome, pair
+
+PURE, NATIVE = pair("tunring.proto.compress")
+GUARD = b"\x5a" * 16
+CAPS = st.sampled_from([0, 1, 2, 64, 1399, 1500, 16384])
+
+packets = st.one_of(
+    st.binary(max_size=3000),
+    st.lists(st.sampled_from([b"a", b"ab", b"hello ", b"GET / HTTP/1.1\r\n", b"\x00" * 40]), max_size=300)
+    .map(b"".join),
+    st.tuples(st.binary(min_size=1, max_size=50), st.integers(1, 300)).map(lambda t: t[0] * t[1]),
+)
+
+
+@st.composite
+def mutated(draw, data: bytes) -> bytes:
+    data = bytearray(data)
+    for _ in range(draw(st.integers(0, 3))):
+        op = draw(st.sampled_from(["flip", "cut", "insert", "none"]))
+        at = draw(st.integers(0, len(data)))
+        if op == "flip" and at < len(data):
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif op == "cut":
+            data = data[:at]
+        elif op == "insert":
+            data[at:at] = bytes([draw(st.integers(0, 255))])
+    return bytes(data)
+
+
+def into(fn, src: bytes, cap: int):
+    """Decompress into a dst of cap bytes between guards: (outcome, dst bytes, guards intact)."""
+    backing = bytearray(GUARD + b"\xee" * cap + GUARD)
+    dst = memoryview(backing)[len(GUARD) : len(GUARD) + cap]
+    result = outcome(fn, src, dst)
+    intact = backing[: len(GUARD)] == GUARD and backing[len(GUARD) + cap :] == GUARD
+    return result, bytes(backing[len(GUARD) : len(GUARD) + cap]), intact
+
+
+# ---- LZS: checked before it is written, so even the bytes of dst after an error agree ----------
+
+
+def lzs_bits(tokens) -> bytes:
+    """LZS bits for tokens ("lit", b) | ("match", offset, length, offset_bits) | ("end",) | ("junk", bits)."""
+    out = []
+    for t in tokens:
+        if t[0] == "lit":
+            out.append(f"0{t[1]:08b}")
+        elif t[0] == "end":
+            out.append("110000000")
+        elif t[0] == "junk":
+            out.append(t[1])
+        else:
+            _, offset, length, width = t
+            out.append(f"11{offset:07b}" if width == 7 else f"10{offset:011b}")
+            if length < 5:
+                out.append(f"{length - 2:02b}")
+            elif length < 8:
+                out.append(f"11{length - 5:02b}")
+            else:
+                k, n = divmod(length - 8, 15)
+                out.append("1111" * (k + 1) + f"{n:04b}")
+    s = "".join(out)
+    s += "0" * (-len(s) % 8)
+    return int(s, 2).to_bytes(len(s) // 8, "big") if s else b""
+
+
+token = st.one_of(
+    st.tuples(st.just("lit"), st.integers(0, 255)),
+    st.tuples(st.just("match"), st.integers(0, 2047), st.one_of(st.integers(2, 20), st.integers(2, 5000)),
+              st.sampled_from([7, 11])).map(lambda t: (t[0], t[1] & (127 if t[3] == 7 else 2047), t[2], t[3])),
+    st.tuples(st.just("junk"), st.text("01", max_size=12)),
+)
+token_streams = st.tuples(st.lists(token, max_size=40), st.booleans()).map(
+    lambda t: lzs_bits(t[0] + ([("end",)] if t[1] else [])))
+lzs_inputs = st.one_of(packets.map(PURE.lzs_compress).flatmap(mutated), token_streams.flatmap(mutated),
+                       st.binary(max_size=100))
+
+
+@given(lzs_inputs, CAPS)
+@settings(max_examples=400)
+def test_lzs_decompress_same_everything(src, cap):
+    native = into(NATIVE.lzs_decompress_into, src, cap)
+    assert native == into(PURE.lzs_decompress_into, src, cap)
+    assert native[2]
+
+
+def test_lzs_bombs_and_big_outputs():
+    bomb = lzs_bits([("lit", 0), ("match", 1, 8 + 15 * 1_000_000, 7), ("end",)])  # ~15 MB claimed
+    big = PURE.lzs_compress(os.urandom(30_000) * 3)  # >64 KiB of output: decoded without the GIL
+    for src, cap in ((bomb, 16384), (bomb, 1 << 24), (big, 90_000), (big, 89_999), (big, 100_000)):
+        assert into(NATIVE.lzs_decompress_into, src, cap) == into(PURE.lzs_decompress_into, src, cap)
+
+
+@given(packets)
+def test_lzs_compress_byte_for_byte(packet):
+    packed = NATIVE.lzs_compress(memoryview(bytearray(packet)))
+    assert packed == PURE.lzs_compress(packet)
+
+
+def test_lzs_compress_history_edges():
+    # Matches exactly 2047 back and just beyond, long overlapping runs, ties between offsets.
+    block = os.urandom(40)
+    for packet in (block + os.urandom(2007) + block, block + os.urandom(2008) + block, b"ab" * 5000,
+                   bytes(70_000), b"xyz" * 700 + os.urandom(100) + b"xyz" * 700, b""):
+        assert NATIVE.lzs_compress(packet) == PURE.lzs_compress(packet)
+
+
+# ---- LZ4: liblz4 writes as it goes, so dst is compared up to the result only ------------------
+
+
+lz4_inputs = st.one_of(
+    st.tuples(packets, st.sampled_from(["default", "fast", "high_compression"]))
+    .map(lambda t: lz4.block.compress(t[0], mode=t[1], store_size=False)).flatmap(mutated),
+    st.binary(max_size=100),
+)
+
+
+def same_output(native, pure):
+    """Same outcome, the same n output bytes, guards intact (dst past n is scratch natively)."""
+    assert native[0] == pure[0]
+    assert native[2] and pure[2]
+    if native[0][0] == "ok":
+        n = native[0][1]
+        assert native[1][:n] == pure[1][:n]
+
+
+@given(lz4_inputs, CAPS)
+@settings(max_examples=300)
+def test_lz4_decompress_same_results(src, cap):
+    same_output(into(NATIVE.lz4_decompress_into, src, cap), into(PURE.lz4_decompress_into, src, cap))
+
+
+def test_lz4_bomb_and_big_output():
+    bomb = lz4.block.compress(bytes(10_000_000), store_size=False)
+    big = lz4.block.compress(os.urandom(50_000) * 2, store_size=False)
+    for src, cap in ((bomb, 16384), (big, 100_000), (big, 99_999)):
+        same_output(into(NATIVE.lz4_decompress_into, src, cap), into(PURE.lz4_decompress_into, src, cap))
+
+
+# ---- deflate: one stream per direction, so whole sequences of records go to both --------------
+
+
+@st.composite
+def record_sequences(draw):
+    """Records as a CSTP peer sends them, some damaged, with the dst size for each."""
+    level = draw(st.integers(0, 9))
+    stream = zlib.compressobj(level, zlib.DEFLATED, -12)
+    adler, records = 1, []
+    for payload in draw(st.lists(packets, max_size=6)):
+        final = draw(st.integers(0, 9)) == 0  # a final block: CSTP never sends one
+        body = stream.compress(payload) + stream.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+        adler = zlib.adler32(payload, adler)
+        record = body + adler.to_bytes(4, "big")
+        if draw(st.integers(0, 4)) == 0:
+            record = draw(mutated(record))
+        records.append((record, draw(CAPS)))
+        if final:
+            break
+    return records
+
+
+def stream_run(cls, records):
+    rx, steps = cls(), []
+    for record, cap in records:
+        result, dst, intact = into(rx.decompress_into, record, cap)
+        steps.append((result, dst[: result[1]] if result[0] == "ok" else None, intact, rx.broken))
+    return steps
+
+
+@given(st.one_of(record_sequences(), st.lists(st.tuples(st.binary(max_size=80), CAPS), max_size=3)))
+@settings(max_examples=300)
+def test_deflate_same_results_record_by_record(records):
+    native = stream_run(NATIVE.DeflateDecompressor, records)
+    assert native == stream_run(PURE.DeflateDecompressor, records)
+    assert all(step[2] for step in native)
+
+
+def test_deflate_bound_edges_and_bomb():
+    # Output exactly filling dst, then input left that yields nothing more (the sync flush), or
+    # one byte more; cap 0 with and without output; a bomb; a record over 64 KiB of output.
+    cases = []
+    for payload, caps in ((os.urandom(1000), (1000, 999, 1001)), (b"", (0, 1)), (b"x", (0, 1)),
+                          (bytes(20_000_000), (16384,)), (os.urandom(40_000) * 2, (80_000, 100_000))):
+        for cap in caps:
+            tx = zlib.compressobj(6, zlib.DEFLATED, -12)
+            body = tx.compress(payload) + tx.flush(zlib.Z_SYNC_FLUSH)
+            cases.append([(body + zlib.adler32(payload).to_bytes(4, "big"), cap)])
+    for records in cases:
+        assert stream_run(NATIVE.DeflateDecompressor, records) == stream_run(PURE.DeflateDecompressor, records)
+
+
+def test_deflate_class_looks_like_the_reference():
+    rx = NATIVE.DeflateDecompressor()
+    assert rx.name == NATIVE.DeflateDecompressor.name == "deflate" and rx.broken is False
+    assert isinstance(NATIVE.decompressor("deflate"), NATIVE.DeflateDecompressor)
