@@ -198,9 +198,9 @@ static inline int unescape_word(uint64_t x, uint32_t rx_accm, unsigned *esc, uin
 }
 
 /* Bytes at the start of p[0:len] (whole words, at most `room`) that are certainly copied as
- * they are: none is 7C..7F (7D, 7E and two neighbours: one cheap test) or, when some are
- * discarded, a control character. */
-static size_t plain_prefix(const uint8_t *p, size_t len, size_t room, uint32_t rx_accm)
+ * they are, un-escaping or escaping: none is 7C..7F (7D, 7E and two neighbours: one cheap
+ * test) or, when the ACCM is not 0, a control character. */
+static size_t plain_prefix(const uint8_t *p, size_t len, size_t room, uint32_t accm)
 {
     size_t n = 0, most = len < room ? len : room;
 #ifdef __SSE2__
@@ -208,7 +208,7 @@ static size_t plain_prefix(const uint8_t *p, size_t len, size_t room, uint32_t r
     for (; most - n >= 16; n += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(p + n));
         __m128i hit = _mm_cmpeq_epi8(_mm_and_si128(v, high6), near_flag);
-        if (rx_accm)
+        if (accm)
             hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_and_si128(v, c0), _mm_setzero_si128()));
         if (_mm_movemask_epi8(hit))
             break;
@@ -216,7 +216,7 @@ static size_t plain_prefix(const uint8_t *p, size_t len, size_t room, uint32_t r
 #endif
     for (; most - n >= 8; n += 8) {
         uint64_t x = tr_load64(p + n);
-        if (tr_has_zero((x ^ TR_ONES * 0x7C) & TR_ONES * 0xFC) | (rx_accm ? tr_has_control(x) : 0))
+        if (tr_has_zero((x ^ TR_ONES * 0x7C) & TR_ONES * 0xFC) | (accm ? tr_has_control(x) : 0))
             break;
     }
     return n;
@@ -408,10 +408,15 @@ static inline uint64_t may_escape(uint64_t x, uint32_t tx_accm)
 static size_t count_escapes(const uint8_t *p, size_t len, uint32_t tx_accm)
 {
     size_t count = 0, i = 0;
-    for (; len - i >= 8; i += 8)
+    while (len - i >= 8) {
+        i += plain_prefix(p + i, len - i, len - i, tx_accm); /* what plain_prefix passes needs no escape */
+        if (len - i < 8)
+            break;
         if (may_escape(tr_load64(p + i), tx_accm))
             for (size_t k = i; k < i + 8; k++)
                 count += must_escape(p[k], tx_accm);
+        i += 8;
+    }
     for (; i < len; i++)
         count += must_escape(p[i], tx_accm);
     return count;
@@ -430,6 +435,11 @@ static size_t escape(const uint8_t *p, size_t len, uint8_t *out, size_t room, ui
 {
     size_t w = 0, i = 0;
     while (i < len) {
+        size_t plain = plain_prefix(p + i, len - i, room - w, tx_accm);
+        if (plain) {
+            memcpy(out + w, p + i, plain);
+            i += plain, w += plain;
+        }
         if (len - i >= 8 && room - w >= 8) {
             uint64_t x = tr_load64(p + i);
             if (!may_escape(x, tx_accm)) {

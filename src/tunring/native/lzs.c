@@ -20,8 +20,10 @@ static inline uint64_t bits_at(const uint8_t *src, size_t len, uint64_t p)
 {
     uint64_t byte = p >> 3, x = 0;
     if (byte < len && len - byte >= 8) {
-        for (int i = 0; i < 8; i++)
-            x = x << 8 | src[byte + i];
+        memcpy(&x, src + byte, 8);
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        x = __builtin_bswap64(x);
+#endif
     } else {
         for (uint64_t i = byte; i < byte + 8; i++)
             x = x << 8 | (i < len ? src[i] : 0);
