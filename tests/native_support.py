@@ -1,17 +1,14 @@
 """Both implementations of a module side by side, whatever path this run selected (PEP 399).
 
-``load(name, native)`` executes a fresh copy of a tunring module with ``tunring._impl.native``
-set to ``native``: None gives the pure-Python reference, the ``tunring._native`` module gives
-the module as it runs on the native core.  So the differential tests hold one beside the other
-in every run, ``TUNRING_PURE=1`` or not.
+``pair(name)`` executes two fresh copies of a tunring module (``tunring._impl.load_with``), one
+on the pure-Python reference and one on the native core, so the differential tests hold one
+beside the other in every run, ``TUNRING_PURE=1`` or not.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from types import ModuleType
-from unittest import mock
 
 import pytest
 
@@ -25,21 +22,11 @@ else:
     WHY_NOT = ""
 
 
-def load(name: str, native: ModuleType | None) -> ModuleType:
-    """A fresh copy of module ``name`` (not registered in sys.modules) on the given path."""
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    with mock.patch.object(_impl, "native", native):
-        spec.loader.exec_module(module)
-    return module
-
-
 def pair(name: str) -> tuple[ModuleType, ModuleType]:
     """(pure, native) copies of module ``name``; skips (a failure under CI) without the core."""
     if NATIVE is None:
-        pytest.skip(f"the native core is not built: {WHY_NOT}")
-    return load(name, None), load(name, NATIVE)
+        pytest.skip(f"the native core is not built: {WHY_NOT}", allow_module_level=True)
+    return _impl.load_with(name, None), _impl.load_with(name, NATIVE)
 
 
 def outcome(fn, *args, **kwargs):

@@ -10,6 +10,7 @@ warns once and runs the pure modules.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from types import ModuleType
@@ -38,3 +39,22 @@ if native is None and not reason.startswith("TUNRING_PURE"):
 def describe() -> str:
     """Which path is active, for ``tunring --version``: "native core" or "pure Python: <why>"."""
     return "native core" if native is not None else f"pure Python: {reason}"
+
+
+def load_with(name: str, core: ModuleType | None) -> ModuleType:
+    """A fresh copy of module ``name`` running on ``core`` (None: the pure-Python reference).
+
+    Not registered in sys.modules and not affecting the active path: for the tests and
+    measurements that hold both implementations side by side (CPython's import_fresh_module).
+    """
+    global native
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(name)
+    module = importlib.util.module_from_spec(spec)
+    active, native = native, core
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        native = active
+    return module

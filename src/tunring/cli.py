@@ -20,10 +20,18 @@ COMMANDS = {
 }
 
 
+class _Version(argparse.Action):
+    """--version: one unwrapped line, "tunring X.Y.Z (native core)" or "(pure Python: why)"."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        sys.stdout.write(f"tunring {__version__} ({_impl.describe()})\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunring", description="Zero-copy IP packet rings (Wintun's protocol, with header room) for VPN clients.")
-    parser.add_argument("--version", action="version", version=f"tunring {__version__} ({_impl.describe()})",
+    parser.add_argument("--version", action=_Version, nargs=0,
                         help="print the version and which path is active (native core or pure Python), then exit")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -8,6 +8,7 @@ import zlib
 import lz4.block
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from native_support import outcome, pair
 
 PURE, NATIVE = pair("tunring.proto.compress")

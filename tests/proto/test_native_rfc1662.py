@@ -6,8 +6,8 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from native_support import outcome, pair
 
+from native_support import outcome, pair
 from tunring.errors import FramingError
 
 PURE, NATIVE = pair("tunring.proto.rfc1662")
@@ -124,7 +124,7 @@ def test_encode_frame_into_its_own_memory(frame, accm, shift, leading):
 def test_encode_frame_default_accm_and_keywords():
     frame = bytes(range(64))
     for kwargs in ({}, {"tx_accm": 0}, {"leading_flag": False}):
-        got = [outcome(lambda m: m.encode_frame(frame, memoryview(bytearray(200)), **kwargs), m) for m in (PURE, NATIVE)]
+        got = [outcome(m.encode_frame, frame, memoryview(bytearray(200)), **kwargs) for m in (PURE, NATIVE)]
         assert got[0] == got[1]
     with pytest.raises(TypeError):
         NATIVE.encode_frame(frame, memoryview(bytearray(200)), 0, False)  # leading_flag is keyword-only

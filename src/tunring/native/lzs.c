@@ -12,6 +12,8 @@
  */
 #include "lzs.h"
 
+#include "bytes.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,6 +194,11 @@ static inline unsigned hash2(const uint8_t *p)
 static size_t common_prefix(const uint8_t *a, const uint8_t *b, size_t limit)
 {
     size_t n = 0;
+    for (; limit - n >= 8; n += 8) { /* a word at a time: the first differing byte is the lowest */
+        uint64_t x = tr_load64(a + n) ^ tr_load64(b + n);
+        if (x)
+            return n + (size_t)__builtin_ctzll(x) / 8;
+    }
     while (n < limit && a[n] == b[n])
         n++;
     return n;
