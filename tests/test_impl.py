@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 
-from tunring import __version__
+import pytest
+
+from tunring import __version__, _impl
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BUILT = importlib.util.find_spec("tunring._native") is not None
@@ -40,6 +42,14 @@ print(json.dumps({"describe": _impl.describe(), "native": native, "python": pyth
 """
 
 
+def test_this_run_is_on_the_path_it_asked_for():
+    # make test runs the suite twice; the second time (TUNRING_PURE=1) must really be pure.
+    if os.environ.get("TUNRING_PURE", "") not in ("", "0"):
+        assert _impl.native is None and _impl.describe().startswith("pure Python: TUNRING_PURE=")
+    else:
+        assert (_impl.native is not None) == BUILT
+
+
 def run(code: str, pure: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TUNRING_PURE"}
     if pure is not None:
@@ -53,6 +63,7 @@ def report(prefix: str = "", pure: str | None = None) -> tuple[dict, str]:
     return json.loads(proc.stdout), proc.stderr
 
 
+@pytest.mark.path_independent  # a subprocess with its own TUNRING_PURE
 def test_tunring_pure_gives_the_pure_functions_without_a_warning():
     got, stderr = report(pure="1")
     assert got["describe"] == "pure Python: TUNRING_PURE=1"
@@ -60,6 +71,7 @@ def test_tunring_pure_gives_the_pure_functions_without_a_warning():
     assert got["works"] and "Warning" not in stderr
 
 
+@pytest.mark.path_independent  # a subprocess with its own TUNRING_PURE
 def test_default_gives_the_native_functions_when_built():
     assert BUILT or not IN_CI, "CI builds the native core (liblz4-dev, zlib1g-dev from scripts/bootstrap)"
     for pure in (None, "0"):
@@ -72,6 +84,7 @@ def test_default_gives_the_native_functions_when_built():
         assert got["works"]
 
 
+@pytest.mark.path_independent  # a subprocess with its own TUNRING_PURE
 def test_a_core_that_did_not_build_means_pure_python_and_one_warning():
     got, stderr = report(MISSING)
     assert got["describe"].startswith("pure Python: the native core did not build: ")
@@ -79,12 +92,14 @@ def test_a_core_that_did_not_build_means_pure_python_and_one_warning():
     assert stderr.count("RuntimeWarning") == 1 and "pure-Python path" in stderr
 
 
+@pytest.mark.path_independent  # a subprocess with its own TUNRING_PURE
 def test_a_stale_core_is_not_used():
     got, stderr = report(STALE)
     assert "stale" in got["describe"] and all(got["python"].values())
     assert stderr.count("RuntimeWarning") == 1
 
 
+@pytest.mark.path_independent  # a subprocess with its own TUNRING_PURE
 def test_version_says_which_path_is_active():
     version = "from tunring.cli import main; main(['--version'])"
     proc = run(version, pure="1")

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = 4000
 
 
+@pytest.mark.path_independent  # C only: the same whichever Python path is active
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang is missing: sh scripts/bootstrap test")
 def test_every_fuzz_target_runs_clean(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "fuzz.py"), "--runs", str(RUNS), "--out",

@@ -6,11 +6,13 @@ import os
 import zlib
 
 import lz4.block
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from native_support import outcome, pair
 
+pytestmark = pytest.mark.path_independent  # both paths in every run: once is enough
 PURE, NATIVE = pair("tunring.proto.compress")
 GUARD = b"\x5a" * 16
 CAPS = st.sampled_from([0, 1, 2, 64, 1399, 1500, 16384])

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from native_support import outcome, pair
 from tunring.errors import FramingError
 
+pytestmark = pytest.mark.path_independent  # both paths in every run: once is enough
 PURE, NATIVE = pair("tunring.proto.rfc1662")
 ACCM_ALL = PURE.ACCM_ALL
 GUARD = b"\xa5" * 16
