@@ -73,6 +73,17 @@ static int accm_arg(PyObject *obj, uint32_t fallback, uint32_t *accm)
     return 0;
 }
 
+/* Run `statement` without the GIL when the work is big (the buffers stay held meanwhile). */
+#define MAYBE_WITHOUT_GIL(big, statement)                                                                       \
+    do {                                                                                                        \
+        if (big) {                                                                                              \
+            Py_BEGIN_ALLOW_THREADS statement;                                                                   \
+            Py_END_ALLOW_THREADS                                                                                \
+        } else {                                                                                                \
+            statement;                                                                                          \
+        }                                                                                                       \
+    } while (0)
+
 /* Two buffers: src read-only, dst writable; on failure neither is held. */
 static int get_buffers(PyObject *src, Py_buffer *in, PyObject *dst, Py_buffer *out)
 {
@@ -83,6 +94,17 @@ static int get_buffers(PyObject *src, Py_buffer *in, PyObject *dst, Py_buffer *o
         return -1;
     }
     return 0;
+}
+
+/* The (src, dst) arguments of the decompress_into functions, as buffers. */
+static int src_dst_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, Py_buffer *in,
+                        Py_buffer *out)
+{
+    static const char *const names[] = {"src", "dst"};
+    PyObject *a[2];
+    if (parse_args(fname, names, 2, 2, 2, args, nargs, kwnames, a) < 0)
+        return -1;
+    return get_buffers(a[0], in, a[1], out);
 }
 
 /* ---- HDLC (tunring.proto.rfc1662) ------------------------------------------------------- */
@@ -111,6 +133,14 @@ static PyObject *py_fcs16(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return PyLong_FromLong(result);
 }
 
+/* The reference's words for the statuses that carry no numbers. */
+static const char *const hdlc_errors[] = {
+    [TR_HDLC_FLAG_INSIDE] = "HDLC frame contains a flag (0x7E): split the stream on flags first",
+    [TR_HDLC_TRAILING_ESCAPE] = "HDLC frame ends with a control escape (0x7D): aborted or truncated frame",
+    [TR_HDLC_BAD_FCS] = "HDLC frame has a bad FCS",
+    [TR_HDLC_CHANGED] = "HDLC frame changed while it was decoded (memory another process writes?)",
+};
+
 static PyObject *py_hdlc_decode_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"buf", "rx_accm"};
@@ -123,33 +153,15 @@ static PyObject *py_hdlc_decode_frame(PyObject *self, PyObject *const *args, Py_
         return NULL;
     size_t n = 0, len = (size_t)view.len;
     enum tr_hdlc_status status;
-    if (len >= NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS
-        status = tr_hdlc_decode_frame(view.buf, len, accm, &n);
-        Py_END_ALLOW_THREADS
-    } else {
-        status = tr_hdlc_decode_frame(view.buf, len, accm, &n);
-    }
+    MAYBE_WITHOUT_GIL(len >= NOGIL_BYTES, status = tr_hdlc_decode_frame(view.buf, len, accm, &n));
     PyBuffer_Release(&view);
-    switch (status) {
-    case TR_HDLC_OK:
+    if (status == TR_HDLC_OK)
         return PyLong_FromSize_t(n - TR_HDLC_FCS_BYTES);
-    case TR_HDLC_FLAG_INSIDE:
-        PyErr_SetString(FramingError, "HDLC frame contains a flag (0x7E): split the stream on flags first");
-        break;
-    case TR_HDLC_TRAILING_ESCAPE:
-        PyErr_SetString(FramingError, "HDLC frame ends with a control escape (0x7D): aborted or truncated frame");
-        break;
-    case TR_HDLC_TOO_SHORT:
+    if (status == TR_HDLC_TOO_SHORT)
         PyErr_Format(FramingError, "HDLC frame of %zu bytes is too short (minimum %d with the FCS)", n,
                      TR_HDLC_MIN_FRAME_BYTES);
-        break;
-    case TR_HDLC_BAD_FCS:
-        PyErr_SetString(FramingError, "HDLC frame has a bad FCS");
-        break;
-    default:
-        PyErr_SetString(FramingError, "HDLC frame changed while it was decoded (memory another process writes?)");
-    }
+    else
+        PyErr_SetString(FramingError, hdlc_errors[status]);
     return NULL;
 }
 
@@ -241,48 +253,34 @@ static PyObject *py_hdlc_scan(PyObject *self, PyObject *const *args, Py_ssize_t 
 
 /* ---- LZS and LZ4 (tunring.proto.compress) ----------------------------------------------- */
 
+static const char *const lzs_errors[] = {
+    [TR_LZS_NO_END] = "LZS data ends without an end marker",
+    [TR_LZS_END_CUT] = "LZS data ends inside the end marker",
+    [TR_LZS_OFFSET_ZERO] = "LZS match with offset 0",
+};
+
 static PyObject *py_lzs_decompress_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"src", "dst"};
-    PyObject *a[2];
     Py_buffer in, out;
-    if (parse_args("lzs_decompress_into", names, 2, 2, 2, args, nargs, kwnames, a) < 0 ||
-        get_buffers(a[0], &in, a[1], &out) < 0)
+    if (src_dst_args("lzs_decompress_into", args, nargs, kwnames, &in, &out) < 0)
         return NULL;
     size_t n = 0, cap = (size_t)out.len;
     struct tr_lzs_error err = {0, 0};
     enum tr_lzs_status status;
-    if ((size_t)in.len >= NOGIL_BYTES || cap >= NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS
-        status = tr_lzs_decompress(in.buf, (size_t)in.len, out.buf, cap, &n, &err);
-        Py_END_ALLOW_THREADS
-    } else {
-        status = tr_lzs_decompress(in.buf, (size_t)in.len, out.buf, cap, &n, &err);
-    }
+    MAYBE_WITHOUT_GIL((size_t)in.len >= NOGIL_BYTES || cap >= NOGIL_BYTES,
+                      status = tr_lzs_decompress(in.buf, (size_t)in.len, out.buf, cap, &n, &err));
     PyBuffer_Release(&in);
     PyBuffer_Release(&out);
-    switch (status) {
-    case TR_LZS_OK:
+    if (status == TR_LZS_OK)
         return PyLong_FromSize_t(n);
-    case TR_LZS_NO_END:
-        PyErr_SetString(FramingError, "LZS data ends without an end marker");
-        break;
-    case TR_LZS_END_CUT:
-        PyErr_SetString(FramingError, "LZS data ends inside the end marker");
-        break;
-    case TR_LZS_TRAILING:
+    if (status == TR_LZS_TRAILING)
         PyErr_Format(FramingError, "%zu bytes after the LZS end marker", err.count);
-        break;
-    case TR_LZS_EXCEEDS:
+    else if (status == TR_LZS_EXCEEDS)
         PyErr_Format(FramingError, "LZS output exceeds the %zu-byte buffer", cap);
-        break;
-    case TR_LZS_OFFSET_ZERO:
-        PyErr_SetString(FramingError, "LZS match with offset 0");
-        break;
-    case TR_LZS_TOO_FAR:
+    else if (status == TR_LZS_TOO_FAR)
         PyErr_Format(FramingError, "LZS match reaches %zu bytes back but only %zu were output", err.offset, err.count);
-        break;
-    }
+    else
+        PyErr_SetString(FramingError, lzs_errors[status]);
     return NULL;
 }
 
@@ -301,13 +299,7 @@ static PyObject *py_lzs_compress(PyObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
-    if (len >= NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS
-        n = tr_lzs_compress(in.buf, len, dst);
-        Py_END_ALLOW_THREADS
-    } else {
-        n = tr_lzs_compress(in.buf, len, dst);
-    }
+    MAYBE_WITHOUT_GIL(len >= NOGIL_BYTES, n = tr_lzs_compress(in.buf, len, dst));
     PyBuffer_Release(&in);
     if (!n) {
         Py_DECREF(out);
@@ -320,21 +312,13 @@ static PyObject *py_lzs_compress(PyObject *self, PyObject *const *args, Py_ssize
 
 static PyObject *py_lz4_decompress_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"src", "dst"};
-    PyObject *a[2];
     Py_buffer in, out;
-    if (parse_args("lz4_decompress_into", names, 2, 2, 2, args, nargs, kwnames, a) < 0 ||
-        get_buffers(a[0], &in, a[1], &out) < 0)
+    if (src_dst_args("lz4_decompress_into", args, nargs, kwnames, &in, &out) < 0)
         return NULL;
     size_t cap = (size_t)out.len;
     long n;
-    if ((size_t)in.len >= NOGIL_BYTES || cap >= NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS
-        n = tr_lz4_decompress(in.buf, (size_t)in.len, out.buf, cap);
-        Py_END_ALLOW_THREADS
-    } else {
-        n = tr_lz4_decompress(in.buf, (size_t)in.len, out.buf, cap);
-    }
+    MAYBE_WITHOUT_GIL((size_t)in.len >= NOGIL_BYTES || cap >= NOGIL_BYTES,
+                      n = tr_lz4_decompress(in.buf, (size_t)in.len, out.buf, cap));
     PyBuffer_Release(&in);
     PyBuffer_Release(&out);
     if (n >= 0)
@@ -444,16 +428,12 @@ static PyObject *inflater_failure(Inflater *self, enum tr_inflate_status status,
 
 static PyObject *inflater_decompress_into(Inflater *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"src", "dst"};
-    PyObject *a[2];
     Py_buffer in, out;
-    if (parse_args("decompress_into", names, 2, 2, 2, args, nargs, kwnames, a) < 0)
-        return NULL;
     if (self->error) {
         PyErr_Format(FramingError, "deflate stream unusable after an earlier error (%U); reconnect", self->error);
         return NULL;
     }
-    if (get_buffers(a[0], &in, a[1], &out) < 0)
+    if (src_dst_args("decompress_into", args, nargs, kwnames, &in, &out) < 0)
         return NULL;
     size_t len = (size_t)in.len, cap = (size_t)out.len, n = 0;
     int zerr = Z_OK;
@@ -471,13 +451,8 @@ static PyObject *inflater_decompress_into(Inflater *self, PyObject *const *args,
         PyErr_Format(FramingError, "deflate stream unusable after an earlier error (%U); reconnect", self->error);
         return NULL;
     }
-    if (len >= NOGIL_BYTES || cap >= NOGIL_BYTES) {
-        Py_BEGIN_ALLOW_THREADS
-        status = tr_cstp_inflate(&self->z, &self->adler, in.buf, len, out.buf, cap, &n, &zerr);
-        Py_END_ALLOW_THREADS
-    } else {
-        status = tr_cstp_inflate(&self->z, &self->adler, in.buf, len, out.buf, cap, &n, &zerr);
-    }
+    MAYBE_WITHOUT_GIL(len >= NOGIL_BYTES || cap >= NOGIL_BYTES,
+                      status = tr_cstp_inflate(&self->z, &self->adler, in.buf, len, out.buf, cap, &n, &zerr));
     PyObject *result = status == TR_INFLATE_OK ? PyLong_FromSize_t(n) : inflater_failure(self, status, len, cap, zerr);
     PyThread_release_lock(self->lock);
     PyBuffer_Release(&in);
