@@ -104,7 +104,7 @@ def seeds(target: str) -> list[bytes]:
 
 def replay(binary: Path, target: str) -> bool:
     """Run the saved crashes of `target`; True if all pass now."""
-    cases = sorted((FUZZ / "regressions" / target).glob("*"))
+    cases = sorted((FUZZ / "regressions" / target).glob("*"))  # fuzz/regressions/README says what each is
     if not cases:
         return True
     proc = subprocess.run([str(binary), *map(str, cases)], capture_output=True, text=True)
