@@ -20,7 +20,9 @@
 #define POLY 0x8408 /* x^16 + x^12 + x^5 + 1, reflected */
 #define SCRATCH_BYTES 4096
 
-static int have_clmul, have_ssse3; /* set once at load time (cpu_init) */
+#ifdef TR_X86
+static int have_clmul, have_ssse3; /* set once at load time (hdlc_init) */
+#endif
 
 /* ---- FCS-16 ----------------------------------------------------------------------------- */
 
