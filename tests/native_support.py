@@ -35,3 +35,60 @@ def outcome(fn, *args, **kwargs):
         return "ok", fn(*args, **kwargs)
     except Exception as err:  # noqa: BLE001 - the point is to compare whatever happened
         return type(err), str(err)
+
+
+def while_scribbled(region: memoryview, call, rounds: int = 3):
+    """``call()`` while another thread keeps rewriting bytes of ``region``, as a peer sharing the
+    memory could; returns the outcomes.  The native core releases the GIL for big inputs, so the
+    writes land in the middle of its work."""
+    import random
+    import threading
+
+    stop = threading.Event()
+
+    def scribble():
+        rnd = random.Random(0)
+        n = len(region)
+        while not stop.is_set():
+            for _ in range(256):
+                region[rnd.randrange(n)] = rnd.choice((0x7D, 0x7E, 0x00, 0xFF, rnd.randrange(256)))
+
+    thread = threading.Thread(target=scribble)
+    thread.start()
+    try:
+        return [outcome(call) for _ in range(rounds)]
+    finally:
+        stop.set()
+        thread.join()
+
+
+def released_the_gil(call) -> bool:
+    """Whether another Python thread ran while ``call()`` was running.  With a switch interval
+    of half a second the interpreter hands the GIL over only when the holder releases it, so a
+    tick inside the call means the call released it."""
+    import sys
+    import threading
+    import time
+
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0)  # hand the GIL straight back: the caller never waits out the interval
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)
+    thread = threading.Thread(target=tick)
+    thread.start()
+    try:
+        time.sleep(0.01)  # the ticker starts; we get the GIL back when its interval is up
+        start = time.perf_counter()
+        call()
+        end = time.perf_counter()
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    return any(start < t < end for t in ticks)

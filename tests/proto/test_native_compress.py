@@ -9,9 +9,10 @@ import lz4.block
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_compress import ref_lzs_encode  # LZS bits for a token list, from RFC 1974's grammar
+from test_compress import ref_lzs_encode
 
-from native_support import outcome, pair
+from native_support import outcome, pair, released_the_gil, while_scribbled
+from tunring.errors import FramingError  # LZS bits for a token list, from RFC 1974's grammar
 
 pytestmark = pytest.mark.path_independent  # both paths in every run: once is enough
 PURE, NATIVE = pair("tunring.proto.compress")
@@ -181,3 +182,33 @@ def test_deflate_class_looks_like_the_reference():
     rx = NATIVE.DeflateDecompressor()
     assert rx.name == NATIVE.DeflateDecompressor.name == "deflate" and rx.broken is False
     assert isinstance(NATIVE.decompressor("deflate"), NATIVE.DeflateDecompressor)
+
+
+def test_decompressors_while_a_peer_rewrites_the_record():
+    # Records read from memory another process can write: results bounded by dst, or FramingError.
+    payload = (os.urandom(64) * 40_000)[:2_500_000]
+    tx = zlib.compressobj(6, zlib.DEFLATED, -12)
+    deflated = tx.compress(payload) + tx.flush(zlib.Z_SYNC_FLUSH) + zlib.adler32(payload).to_bytes(4, "big")
+    cases = [(NATIVE.lzs_decompress_into, PURE.lzs_compress(payload)),
+             (NATIVE.lz4_decompress_into, lz4.block.compress(payload, store_size=False)),
+             (lambda src, dst: NATIVE.DeflateDecompressor().decompress_into(src, dst), deflated)]
+    for fn, record in cases:
+        src = bytearray(record)
+        cap = len(payload)
+        backing = bytearray(GUARD + bytes(cap) + GUARD)
+        dst = memoryview(backing)[len(GUARD) : len(GUARD) + cap]
+        for result in while_scribbled(memoryview(src), lambda fn=fn, src=src, dst=dst: fn(src, dst)):
+            assert result[0] is FramingError or 0 <= result[1] <= cap, (fn, result)
+        assert backing[: len(GUARD)] == GUARD and backing[-len(GUARD) :] == GUARD
+
+
+def test_big_records_are_decompressed_without_the_gil():
+    payload = os.urandom(4_000_000) * 4
+    tx = zlib.compressobj(6, zlib.DEFLATED, -12)
+    deflated = tx.compress(payload) + tx.flush(zlib.Z_SYNC_FLUSH) + zlib.adler32(payload).to_bytes(4, "big")
+    dst = memoryview(bytearray(len(payload)))
+    # LZ4 is over in a few ms: several calls, so that the other thread surely gets its turn.
+    for fn, record, calls in ((NATIVE.lzs_decompress_into, NATIVE.lzs_compress(payload), 3),  # = PURE's bytes
+                              (NATIVE.lz4_decompress_into, lz4.block.compress(payload, store_size=False), 30),
+                              (NATIVE.DeflateDecompressor().decompress_into, deflated, 1)):
+        assert released_the_gil(lambda fn=fn, record=record, calls=calls: [fn(record, dst) for _ in range(calls)]), fn

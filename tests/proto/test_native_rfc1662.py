@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from native_support import outcome, pair
+from native_support import outcome, pair, released_the_gil, while_scribbled
 from tunring.errors import FramingError
 
 pytestmark = pytest.mark.path_independent  # both paths in every run: once is enough
@@ -87,6 +87,13 @@ def test_decode_frame_big_frame_without_the_gil(accm):
     assert native[0] == ("ok", len(frame))
 
 
+def test_big_frames_are_decoded_without_the_gil_small_ones_with_it():
+    big = bytearray(encode(os.urandom(20_000_000), ACCM_ALL)[:-1])
+    assert released_the_gil(lambda: NATIVE.decode_frame(memoryview(big)))
+    small = [bytearray(encode(os.urandom(1400), ACCM_ALL)[:-1]) for _ in range(20_000)]
+    assert not released_the_gil(lambda: [NATIVE.decode_frame(memoryview(b)) for b in small])
+
+
 def test_decode_frame_errors_name_the_same_cause():
     cases = {b"": "too short", b"\x21\x7d": "control escape", b"\x21\x7e\x22\x23\x24": "flag",
              b"\xff\x03\x00\x21\x45\x00\x12\x34": "bad FCS"}
@@ -154,3 +161,24 @@ def test_scan_same_spans(data, as_view):
     native = NATIVE.scan(src)
     assert native == PURE.scan(src)
     assert type(native).__name__ == "HdlcScan" and native.spans == native[0]
+
+
+def test_decode_frame_while_a_peer_rewrites_the_frame():
+    # The frame lies in memory another process can write (a ring slot): whatever it reads, the
+    # kernel stays inside the buffer and answers with a length inside it or a FramingError.
+    raw = encode(os.urandom(2_000_000), ACCM_ALL)[:-1]
+    backing = bytearray(GUARD + raw + GUARD)
+    frame = memoryview(backing)[len(GUARD) : len(GUARD) + len(raw)]
+    for result in while_scribbled(frame, lambda: NATIVE.decode_frame(frame, 0)):
+        assert result[0] is FramingError or 0 <= result[1] <= len(raw) - 2, result
+    assert backing[: len(GUARD)] == GUARD and backing[-len(GUARD) :] == GUARD
+
+
+def test_encode_frame_while_a_peer_rewrites_the_source():
+    src = bytearray(os.urandom(3_000_000))
+    room = PURE.max_encoded_size(len(src))
+    backing = bytearray(GUARD + bytes(room) + GUARD)
+    dst = memoryview(backing)[len(GUARD) : len(GUARD) + room]
+    for result in while_scribbled(memoryview(src), lambda: NATIVE.encode_frame(src, dst, ACCM_ALL)):
+        assert result[0] is ValueError or 0 < result[1] <= room, result
+    assert backing[: len(GUARD)] == GUARD and backing[-len(GUARD) :] == GUARD
