@@ -24,6 +24,8 @@ BAD_INPUT = 1
 MIN_MTU_BYTES = 68  # RFC 791's smallest IPv4 MTU, Linux's ETH_MIN_MTU
 MAX_MTU_BYTES = 0xFFFF  # the largest IP packet
 
+from . import __version__, _impl
+
 # name -> module with add_parser(subparsers) that sets func=handler(args) -> int
 COMMANDS = {
     "demo": "tunring.apps.demo",
@@ -85,10 +87,19 @@ def seconds_in(low: float, *, low_ok: bool = False) -> Callable[[str], float]:
 #: The argparse ``type`` of every ``--mtu``.
 mtu_bytes = int_in(MIN_MTU_BYTES, MAX_MTU_BYTES)
 
+class _Version(argparse.Action):
+    """--version: one unwrapped line, "tunring X.Y.Z (native core)" or "(pure Python: why)"."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        sys.stdout.write(f"tunring {__version__} ({_impl.describe()})\n")
+        parser.exit()
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="tunring", description="Zero-copy IP packet rings (Wintun's protocol, with header room) for VPN clients.")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the version and which path is active (native core or pure Python), then exit")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():

@@ -593,6 +593,7 @@ class Codec:
             if p is not None:
                 self.device.cancel(p)
             raise FramingError("compressed record but no compression was negotiated", offset)
+        in_slot = p is not None
         if p is None:
             p = self._allocate(self._decompress_bytes)
         try:
@@ -602,6 +603,9 @@ class Codec:
             raise FramingError(f"compressed record: {getattr(err, 'reason', err)}", offset) from None
         if decompressor.staged:  # built in the library's memory, then copied into the slot
             self.stats.rx_copy_bytes += n
+            copied = True
+        if in_slot and decompressor.copies_overlapping_src:  # the record copied aside first
+            self.stats.rx_copy_bytes += len(src)
             copied = True
         self.stats.rx_decompressed += 1
         self._send(p, n, copied)

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import lz4.block
 
+from .. import _impl
 from ..errors import FramingError
 
 Buffer = bytes | bytearray | memoryview
@@ -324,6 +325,7 @@ class DeflateDecompressor:
 
     name = "deflate"
     staged = True  # zlib returns bytes: the output is copied into dst (once it is checked)
+    copies_overlapping_src = False  # zlib reads src into its own output before anything is written
 
     def __init__(self) -> None:
         self._stream = zlib.decompressobj(DEFLATE_WBITS)
@@ -368,6 +370,17 @@ class DeflateDecompressor:
         raise FramingError(reason)
 
 
+# ---- the native core ------------------------------------------------------------------------
+# tunring._native has the decompressors above in C, writing straight into dst (and the LZS
+# compressor, byte for byte the same); where it is active (tunring._impl) these names are
+# rebound to it, before the classes below take them.  The Python above stays the specification.
+if _impl.native is not None:
+    lzs_decompress_into = _impl.native.lzs_decompress_into
+    lzs_compress = _impl.native.lzs_compress
+    lz4_decompress_into = _impl.native.lz4_decompress_into
+    DeflateDecompressor = _impl.native.DeflateDecompressor  # type: ignore[misc]  # the C class stands in for this one
+
+
 # ---- by name --------------------------------------------------------------------------------
 
 
@@ -385,11 +398,14 @@ class Decompressor(Protocol):
     ``decompress_into(src, dst)`` reads ``src`` whole before it writes ``dst``, so ``src`` may lie
     inside ``dst`` (a record decompressed in its own slot).  ``staged`` is True when the output is
     built in the library's memory and then copied into ``dst`` (one memcpy of the output, which
-    the codec counts); False when it is written straight into ``dst``.
+    the codec counts); False when it is written straight into ``dst``.  ``copies_overlapping_src``
+    is True when a ``src`` lying inside ``dst`` is first copied aside (the native kernels write
+    ``dst`` while they read ``src``): one memcpy of the input, which the codec counts too.
     """
 
     name: str
     staged: bool
+    copies_overlapping_src: bool
 
     def decompress_into(self, src: Buffer, dst: memoryview) -> int: ...
 
@@ -406,6 +422,7 @@ class LzsDecompressor:
 
     name = "lzs"
     staged = False
+    copies_overlapping_src = _impl.native is not None  # the pure decoder reads src whole into its bit string
     decompress_into = staticmethod(lzs_decompress_into)
 
 
@@ -420,7 +437,9 @@ class Lz4Decompressor:
     """LZ4 block ("oc-lz4") for one direction: stateless, each packet on its own."""
 
     name = "lz4"
-    staged = True  # python-lz4 returns bytes: the output is copied into dst
+    # python-lz4 returns bytes, copied into dst; the native core's liblz4 call writes dst itself
+    staged = _impl.native is None
+    copies_overlapping_src = _impl.native is not None
     decompress_into = staticmethod(lz4_decompress_into)
 
 

@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 from fastcrc import crc16 as _crc16
 
+from .. import _impl
 from ..errors import FramingError
 
 FLAG = 0x7E
@@ -399,3 +400,14 @@ class HdlcSplitter:
             self.oversize_frames += 1
             self._carry = bytearray()
             self._hunting = True
+
+
+# ---- the native core ------------------------------------------------------------------------
+# tunring._native has the functions above in C (same results, same errors, same bytes written);
+# where it is active (tunring._impl) these names are rebound to it.  The Python above stays the
+# specification and the fallback.
+if _impl.native is not None:
+    fcs16 = _impl.native.fcs16
+    decode_frame = _impl.native.hdlc_decode_frame
+    encode_frame = _impl.native.hdlc_encode_frame
+    scan = functools.partial(_impl.native.hdlc_scan, HdlcScan)
