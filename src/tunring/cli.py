@@ -15,6 +15,7 @@ COMMANDS = {
     "decode": "tunring.apps.decode",
     "encode": "tunring.apps.encode",
     "adapter": "tunring.linux.bridge",
+    "connect": "tunring.apps.connect.cli",
 }
 
 

@@ -119,7 +119,8 @@ class TunDevice(PoolDevice):
     offloads; it is overwritten at send) and at least ``tailroom`` after.  A
     full kernel queue raises RingFull from send (back-pressure: wait_writable
     and retry); reads never block.  ``offload``/``tso``: see the module
-    docstring.  ``queues > 1`` makes a multiqueue interface
+    docstring.  ``max_packet`` (default: the MTU) is the largest ``allocate()``,
+    for codecs that over-allocate and shrink.  ``queues > 1`` makes a multiqueue interface
     whose extra queues are ``self.queues[1:]``, each its own TunDevice.
     """
 
@@ -138,6 +139,7 @@ class TunDevice(PoolDevice):
         tso: bool = True,
         queues: int = 1,
         netns: str | None = None,
+        max_packet: int | None = None,
     ) -> None:
         if "%" not in name:
             netlink.check_name(name)
@@ -153,7 +155,7 @@ class TunDevice(PoolDevice):
         self.offload = offload
         self.netns = netns
         self._gso = offload and tso
-        self._setup(mtu, headroom, tailroom, packets)
+        self._setup(mtu, headroom, tailroom, packets, max_packet)
         with netlink.netns(netns):
             if "%" not in name and netlink.link_index(name) is not None:
                 raise DeviceError(errno.EEXIST, f"interface name {name} is in use")
@@ -169,7 +171,7 @@ class TunDevice(PoolDevice):
                 raise
         log.info("opened TUN %s (mtu %d, offloads %#x, %d queue(s))", self.name, mtu, self.offloads, queues)
 
-    def _setup(self, mtu: int, headroom: int, tailroom: int, packets: int) -> None:
+    def _setup(self, mtu: int, headroom: int, tailroom: int, packets: int, max_packet: int | None = None) -> None:
         self.headroom = headroom
         self.tailroom = tailroom
         self.stats = TunStats()
@@ -181,8 +183,10 @@ class TunDevice(PoolDevice):
         # that is a 64 KiB GSO packet: the slots are that big, but the mapping only takes
         # memory where packets were written.  Allocations stay limited to the MTU.
         read_room = (MAX_GSO_PACKET if self._gso else mtu) + 1
-        self._pool = PacketPool(packets, read_room, headroom, tailroom, self)
-        self.max_packet = mtu
+        # allocate() may ask for more than the MTU (``max_packet``): codecs over-allocate for a
+        # record of unknown length, or for decompression, and shrink the packet afterwards.
+        self.max_packet = max(mtu, max_packet or 0)
+        self._pool = PacketPool(packets, max(read_room, self.max_packet), headroom, tailroom, self)
         self._ready: deque[Packet] = deque()  # segments of a split GSO read not yet handed out
         self._last: Packet | None = None
         pool, vlen = self._pool, VNET_HDR_LEN if self.offload else 0
