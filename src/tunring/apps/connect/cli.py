@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--pid-file", help="write the process id here")
     p.add_argument("-m", "--mtu", type=int, help="the tunnel MTU to ask the server for")
     p.add_argument("--compression", default="stateless",
-                   help="off, stateless (oc-lz4,lzs; the default), all (and deflate), or a comma list of oc-lz4,lzs,deflate")
+                   help="off, stateless (oc-lz4,lzs; the default), all (and deflate), "
+                        "or a comma list of oc-lz4,lzs,deflate")
     p.add_argument("-d", "--deflate", action="store_true", help="also offer deflate (as --compression all)")
     p.add_argument("-D", "--no-deflate", action="store_true", help="no compression at all (as --compression off)")
     p.add_argument("--reconnect-timeout", type=float, default=300.0, metavar="SECONDS",

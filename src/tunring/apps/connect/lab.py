@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -102,7 +101,7 @@ def make_pki(directory: str, host: str = SERVER_IP) -> Pki:
 
 
 def ocserv_config(directory: str, pki: Pki, *, dtls: bool, compression: bool, dpd_s: int,
-                  keepalive_s: int, mtu: int = 0) -> str:
+                  keepalive_s: int, mtu: int = 0, groups: tuple[str, ...] = ()) -> str:
     """ocserv.conf for the lab: plain passwords, no bans or rate limits, our routes and pools."""
     lines = [
         f'auth = "plain[passwd={directory}/passwd]"',
@@ -130,6 +129,7 @@ def ocserv_config(directory: str, pki: Pki, *, dtls: bool, compression: bool, dp
         f"compression = {'true' if compression else 'false'}", "no-compress-limit = 0",
         "cisco-client-compat = true", "dtls-legacy = true",
         *([f"mtu = {mtu}"] if mtu else []),
+        *[f"select-group = {g}" for g in groups],
     ]
     path = os.path.join(directory, "ocserv.conf")
     with open(path, "w") as f:
@@ -151,12 +151,13 @@ class Lab:
     """
 
     def __init__(self, *, dtls: bool = False, compression: bool = True, dpd_s: int = 10,
-                 keepalive_s: int = 20, mtu: int = 0, user: str = USER, password: str = PASSWORD) -> None:
+                 keepalive_s: int = 20, mtu: int = 0, user: str = USER, password: str = PASSWORD,
+                 groups: tuple[str, ...] = ()) -> None:
         tag = f"{os.getpid()}-{next(_counter)}"
         self.server_ns = f"tr-ocs-{tag}"
         self.client_ns = f"tr-occ-{tag}"
         self.dtls, self.compression, self.dpd_s, self.keepalive_s, self.mtu = dtls, compression, dpd_s, keepalive_s, mtu
-        self.user, self.password = user, password
+        self.user, self.password, self.groups = user, password, groups
         self.url = f"https://{SERVER_IP}:{PORT}/"
         self.dir = ""
         self.pki: Pki | None = None
@@ -181,7 +182,8 @@ class Lab:
             self.dir = tempfile.mkdtemp(prefix="tunring-lab-")
             self._namespaces()
             self.pki = make_pki(self.dir)
-            subprocess.run(["ocpasswd", "-c", os.path.join(self.dir, "passwd"), self.user],
+            subprocess.run(["ocpasswd", "-c", os.path.join(self.dir, "passwd"),
+                            *(["-g", ",".join(self.groups)] if self.groups else []), self.user],
                            input=f"{self.password}\n{self.password}\n", text=True, check=True, capture_output=True)
             self.start_ocserv()
         except BaseException:
@@ -212,7 +214,7 @@ class Lab:
         """(Re)start ocserv with the lab's configuration and wait until it accepts connections."""
         assert self.pki is not None
         conf = ocserv_config(self.dir, self.pki, dtls=self.dtls, compression=self.compression,
-                             dpd_s=self.dpd_s, keepalive_s=self.keepalive_s, mtu=self.mtu)
+                             dpd_s=self.dpd_s, keepalive_s=self.keepalive_s, mtu=self.mtu, groups=self.groups)
         logf = open(os.path.join(self.dir, "ocserv.log"), "ab")
         self.ocserv = subprocess.Popen(["ip", "netns", "exec", self.server_ns, "ocserv", "-f", "-d", "2", "-c", conf],
                                        stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
@@ -300,8 +302,3 @@ class Lab:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = ""
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

@@ -10,7 +10,6 @@ and tools written for it (vpn-slice) work unchanged.  :func:`script_env` is pure
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import subprocess
@@ -142,9 +141,3 @@ def run_script(script: str, reason: str, cfg: TunnelConfig | None, ctx: ScriptCo
     return done.returncode
 
 
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
