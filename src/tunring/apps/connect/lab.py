@@ -21,6 +21,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -196,6 +197,11 @@ class Lab:
             _ip("netns", "add", ns)
             self._made.append(ns)
             _ip("link", "set", "lo", "up", ns=ns)
+            # `ip netns exec` bind-mounts this over /etc/resolv.conf: a vpnc-script run in the
+            # namespace edits the lab's copy, never the machine's.
+            os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
+            with open(f"/etc/netns/{ns}/resolv.conf", "w") as f:
+                f.write("# tunring lab\n")
         veth_s, veth_c = f"trs{os.getpid() % 100000}", f"trc{os.getpid() % 100000}"
         _ip("link", "add", veth_s, "netns", s, "type", "veth", "peer", "name", veth_c, "netns", c)
         _ip("addr", "add", f"{SERVER_IP}/24", "dev", veth_s, ns=s)
@@ -240,13 +246,16 @@ class Lab:
         except OSError:
             return ""
 
-    def kill_ocserv(self) -> None:
-        """Stop ocserv and every process it forked (workers, sec-mod): its whole process group."""
+    def kill_ocserv(self, sig: int = signal.SIGTERM) -> None:
+        """Stop ocserv and every process it forked (workers, sec-mod): its whole process group.
+
+        SIGTERM lets the workers send their clients a CSTP disconnect; SIGKILL is a crash.
+        """
         p, self.ocserv = self.ocserv, None
         if p is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
+            os.killpg(p.pid, sig)
         try:
             p.wait(5)
         except subprocess.TimeoutExpired:
@@ -260,6 +269,11 @@ class Lab:
             except ProcessLookupError:
                 break
             time.sleep(0.05)
+
+    def worker_pids(self) -> list[int]:
+        """ocserv's worker processes that hold an established client connection now."""
+        out = self.run_server(["ss", "-Htnp", "state", "established", f"sport = :{PORT}"]).stdout
+        return sorted({int(m) for m in re.findall(r"pid=(\d+)", out)})
 
     # -- using it -----------------------------------------------------------------
     def client(self, argv: list[str], **kw) -> subprocess.Popen:
@@ -297,6 +311,7 @@ class Lab:
         self.kill_ocserv()
         for ns in reversed(self._made):
             _ip("netns", "del", ns, check=False)
+            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
         self._made.clear()
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -15,10 +15,13 @@ import time
 from typing import TextIO
 
 from .session import CstpSession, Totals
+from .tunnel import TunnelConfig
 
 
-def snapshot(totals: Totals, session: CstpSession | None, started: float) -> dict:
-    """Counters so far: the finished sessions' totals plus the running one's."""
+def snapshot(totals: Totals, session: CstpSession | None, started: float,
+             cfg: TunnelConfig | None = None) -> dict:
+    """Counters so far: the finished sessions' totals plus the running one's; the tunnel's
+    compression and MTU from ``cfg`` (default: the running session's)."""
     t = Totals(**vars(totals))
     if session is not None:
         t.add_session(session)
@@ -26,7 +29,10 @@ def snapshot(totals: Totals, session: CstpSession | None, started: float) -> dic
     out["rx_compression_ratio"] = round(t.rx_bytes / t.rx_wire_bytes, 3) if t.rx_wire_bytes else None
     out["tx_compression_ratio"] = round(t.tx_bytes / t.tx_wire_bytes, 3) if t.tx_wire_bytes else None
     out["uptime_s"] = round(time.monotonic() - started, 1)
-    out["compression"] = session.cfg.compression if session is not None else None
+    if cfg is None and session is not None:
+        cfg = session.cfg
+    out["compression"] = cfg.compression if cfg is not None else None
+    out["mtu"] = cfg.mtu if cfg is not None else None
     return out
 
 
@@ -56,9 +62,10 @@ class Reporter:
         self.started = time.monotonic()
         self.totals = Totals()
         self.session: CstpSession | None = None
+        self.cfg: TunnelConfig | None = None  # the last session's, for the summary after it
 
     def tick(self) -> None:
-        s = snapshot(self.totals, self.session, self.started)
+        s = snapshot(self.totals, self.session, self.started, None if self.session else self.cfg)
         if self.json_path:
             tmp = f"{self.json_path}.tmp"
             with open(tmp, "w") as f:
@@ -71,10 +78,11 @@ class Reporter:
     def end_session(self, session: CstpSession) -> None:
         """Fold a finished session's counters into the totals."""
         self.totals.add_session(session)
+        self.cfg = session.cfg
         self.session = None
 
     def finish(self) -> dict:
         self.tick()
         if self.status:
             self.stream.write("\n")
-        return snapshot(self.totals, None, self.started)
+        return snapshot(self.totals, None, self.started, self.cfg)
