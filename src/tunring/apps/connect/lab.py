@@ -153,12 +153,13 @@ class Lab:
 
     def __init__(self, *, dtls: bool = False, compression: bool = True, dpd_s: int = 10,
                  keepalive_s: int = 20, mtu: int = 0, user: str = USER, password: str = PASSWORD,
-                 groups: tuple[str, ...] = ()) -> None:
+                 groups: tuple[str, ...] = (), link_mtu: int = 1500) -> None:
         tag = f"{os.getpid()}-{next(_counter)}"
         self.server_ns = f"tr-ocs-{tag}"
         self.client_ns = f"tr-occ-{tag}"
         self.dtls, self.compression, self.dpd_s, self.keepalive_s, self.mtu = dtls, compression, dpd_s, keepalive_s, mtu
         self.user, self.password, self.groups = user, password, groups
+        self.link_mtu = link_mtu
         self.url = f"https://{SERVER_IP}:{PORT}/"
         self.dir = ""
         self.pki: Pki | None = None
@@ -206,8 +207,8 @@ class Lab:
         _ip("link", "add", veth_s, "netns", s, "type", "veth", "peer", "name", veth_c, "netns", c)
         _ip("addr", "add", f"{SERVER_IP}/24", "dev", veth_s, ns=s)
         _ip("addr", "add", f"{CLIENT_IP}/24", "dev", veth_c, ns=c)
-        _ip("link", "set", veth_s, "up", ns=s)
-        _ip("link", "set", veth_c, "up", ns=c)
+        _ip("link", "set", veth_s, "up", "mtu", str(self.link_mtu), ns=s)
+        _ip("link", "set", veth_c, "up", "mtu", str(self.link_mtu), ns=c)
         self.client_link = veth_c
         # The hosts "behind" the server live on its loopback (containers often lack the dummy driver).
         _ip("addr", "add", f"{INSIDE_IP4}/32", "dev", "lo", ns=s)

@@ -24,6 +24,8 @@ COMPRESSIONS = {"oc-lz4": "lz4", "lzs": "lzs", "deflate": "deflate"}
 STATELESS = ("oc-lz4", "lzs")  # openconnect's default offer; deflate only when asked (-d)
 DEFAULT_BASE_MTU = 1406  # openconnect's fallback when the path MTU is unknown
 MIN_MTU = 576
+MIN_BASE_MTU = 1280
+MAX_BASE_MTU = 9000  # jumbo frames; a larger path MTU (loopback: 65536) is clamped
 # Cisco's overhead estimate between base and tunnel MTU: TLS record + CSTP header (openconnect uses it).
 CSTP_OVERHEAD = 82 + 8
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -224,10 +226,11 @@ def _dtls_offer(h: dict[str, str]) -> DtlsOffer | None:
 
 
 def base_mtu_for(path_mtu: int | None) -> int:
-    """X-CSTP-Base-MTU: the path MTU when known (clamped: loopback reports 65536), else openconnect's 1406."""
+    """X-CSTP-Base-MTU: the path MTU when known (clamped to jumbo frames: loopback reports
+    65536), else openconnect's 1406."""
     if not path_mtu:
         return DEFAULT_BASE_MTU
-    return max(1280, min(path_mtu, 1500))
+    return max(MIN_BASE_MTU, min(path_mtu, MAX_BASE_MTU))
 
 
 def tunnel_mtu_for(base_mtu: int, ipv6_transport: bool = False) -> int:
