@@ -18,6 +18,7 @@ BENCHES: dict[str, str] = {
     "esp": "tunring.apps.bench.esp",
     "codecs": "tunring.apps.bench.codecs",
     "tun": "tunring.apps.bench.tun",
+    "connect": "tunring.apps.bench.connect",
 }
 
 
