@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from connect_util import Running, echo_transfer, link_exists, link_up, ping, route_dev, wait_for
+from connect_util import Running, link_exists, link_up, wait_for
 
 from tunring.apps.connect import errors
 from tunring.apps.connect.lab import (
@@ -57,10 +57,10 @@ def _stopped_cleanly(run: Running) -> None:
 @pytest.mark.parametrize("compression, negotiated", [("off", None), ("oc-lz4", "lz4"), ("lzs", "lzs")])
 def test_ping_and_20mb_each_way(lab, compression, negotiated):
     with Running(lab, "--compression", compression) as run:
-        assert ping(lab, INSIDE_IP4).returncode == 0
-        assert ping(lab, INSIDE_IP6).returncode == 0
-        echo_transfer(lab, INSIDE_IP4, TRANSFER_BYTES)
-        echo_transfer(lab, INSIDE_IP6, 2 * 1024 * 1024, port=6001)
+        assert lab.ping(INSIDE_IP4).returncode == 0
+        assert lab.ping(INSIDE_IP6).returncode == 0
+        lab.echo(INSIDE_IP4, TRANSFER_BYTES)
+        lab.echo(INSIDE_IP6, 2 * 1024 * 1024, port=6001)
         time.sleep(1.2)  # one more --json-stats tick
         stats = run.stats()
         assert stats["compression"] == negotiated
@@ -75,12 +75,12 @@ def test_ping_and_20mb_each_way(lab, compression, negotiated):
 
 def test_routes_split_include_and_exclude(lab):
     with Running(lab) as run:
-        assert route_dev(lab, INSIDE_IP4) == "vpn0"  # split-include: through the tunnel
-        assert route_dev(lab, INSIDE_IP6) == "vpn0"
-        assert route_dev(lab, SERVER_IP) == lab.client_link  # the server itself: not through it
-        assert route_dev(lab, "198.19.7.200") == ""  # split-exclude inside the include: never the tunnel
-        assert route_dev(lab, OUTSIDE_IP4) == ""  # pushed by no route: not reachable
-        assert ping(lab, OUTSIDE_IP4, count=1).returncode != 0
+        assert lab.route_dev(INSIDE_IP4) == "vpn0"  # split-include: through the tunnel
+        assert lab.route_dev(INSIDE_IP6) == "vpn0"
+        assert lab.route_dev(SERVER_IP) == lab.client_link  # the server itself: not through it
+        assert lab.route_dev("198.19.7.200") == ""  # split-exclude inside the include: never the tunnel
+        assert lab.route_dev(OUTSIDE_IP4) == ""  # pushed by no route: not reachable
+        assert lab.ping(OUTSIDE_IP4, count=1).returncode != 0
         out = lab.run_client(["ip", "-o", "addr", "show", "dev", "vpn0"]).stdout
         assert "inet 198.19.0." in out and "/24" in out and "inet6 fd00:7475:6e72:" in out
         mtu = lab.run_client(["cat", "/sys/class/net/vpn0/mtu"]).stdout.strip()
@@ -100,8 +100,8 @@ def test_vpnc_script_contract_with_the_stock_script(lab):
     # Record the environment, then hand over to Debian's vpnc-script, which configures the interface.
     script = f"env -0 > {record}.$reason; exec /usr/share/vpnc-scripts/vpnc-script"
     with Running(lab, "-s", script) as run:
-        wait_for(lambda: route_dev(lab, INSIDE_IP4) == "vpn0", what="the stock script's routes")
-        assert ping(lab, INSIDE_IP4).returncode == 0  # routes set by the stock script work
+        wait_for(lambda: lab.route_dev(INSIDE_IP4) == "vpn0", what="the stock script's routes")
+        assert lab.ping(INSIDE_IP4).returncode == 0  # routes set by the stock script work
         env = _env(f"{record}.connect")
         assert env["reason"] == "connect" and env["TUNDEV"] == "vpn0" and env["VPNGATEWAY"] == SERVER_IP
         assert env["INTERNAL_IP4_ADDRESS"].startswith("198.19.0.") and env["INTERNAL_IP4_NETMASK"] == "255.255.255.0"
@@ -163,7 +163,7 @@ def test_cookie_from_authenticate_connects(lab):
     try:
         proc.stdin.write(cookie + "\n")
         proc.stdin.close()
-        wait_for(lambda: ping(lab, INSIDE_IP4, count=1).returncode == 0, what="the cookie's tunnel")
+        wait_for(lambda: lab.ping(INSIDE_IP4, count=1).returncode == 0, what="the cookie's tunnel")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -175,7 +175,7 @@ def test_sigusr2_forces_a_reconnect(lab):
     with Running(lab) as run:
         run.signal(signal.SIGUSR2)
         wait_for(lambda: run.stats()["reconnects"] == 1, what="the reconnect")
-        wait_for(lambda: ping(lab, INSIDE_IP4, count=1).returncode == 0, what="traffic after the reconnect")
+        wait_for(lambda: lab.ping(INSIDE_IP4, count=1).returncode == 0, what="traffic after the reconnect")
         _stopped_cleanly(run)
 
 
@@ -187,7 +187,7 @@ def test_background_and_pid_file(lab):
     assert link_up(lab, "vpnbg")
     pid = int(open(pid_file).read())
     assert pid != run.proc.pid
-    assert ping(lab, INSIDE_IP4, count=1).returncode == 0
+    assert lab.ping(INSIDE_IP4, count=1).returncode == 0
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not link_exists(lab, "vpnbg"), what="the daemon to remove its interface")
     wait_for(lambda: not os.path.exists(pid_file), what="the pid file to go")
@@ -196,13 +196,13 @@ def test_background_and_pid_file(lab):
 def test_worker_killed_then_reconnect():
     _need_root()
     with Lab() as lab, Running(lab, "--reconnect-timeout", "30") as run:
-        assert ping(lab, INSIDE_IP4, count=1).returncode == 0
+        assert lab.ping(INSIDE_IP4, count=1).returncode == 0
         workers = lab.worker_pids()
         assert workers, "no ocserv worker holds the connection"
         for pid in workers:
             os.kill(pid, signal.SIGKILL)  # the TLS connection dies; the cookie lives on in sec-mod
         wait_for(lambda: run.stats()["reconnects"] == 1, timeout_s=40, what="the reconnect")
-        wait_for(lambda: ping(lab, INSIDE_IP4, count=1).returncode == 0, what="traffic after the reconnect")
+        wait_for(lambda: lab.ping(INSIDE_IP4, count=1).returncode == 0, what="traffic after the reconnect")
         _stopped_cleanly(run)
 
 

@@ -32,7 +32,6 @@ CASES = {
     "cstp-lz4": (["--compression", "oc-lz4"], ["--no-dtls", "--compression", "stateless"]),
     "dtls": (None, ["--compression", "off"]),
 }
-UP_TIMEOUT_S = 20.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,33 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default=",".join(CASES), help="cases, comma separated: " + ", ".join(CASES))
     parser.add_argument("--pings", type=int, default=50, help="pings per latency measurement")
     parser.add_argument("--profile", metavar="DIR", help="write py-spy profiles of tunring's client here")
-
-
-def _client_argv(impl: str, lab, options: list[str], iface: str) -> list[str]:
-    if impl == "tunring":
-        return [sys.executable, "-m", "tunring.cli", "connect", "-q", "-u", lab.user, "--passwd-on-stdin",
-                "--cafile", lab.pki.ca, "-i", iface, *options, lab.url]
-    return ["openconnect", "-q", "-u", lab.user, "--passwd-on-stdin", "--cafile", lab.pki.ca, "-i", iface,
-            *options, lab.url]
-
-
-def _start(impl: str, lab, options: list[str], iface: str) -> subprocess.Popen:
-    from ..connect.lab import INSIDE_IP4
-
-    proc = lab.client(_client_argv(impl, lab, options, iface), stdin=subprocess.PIPE,
-                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    proc.stdin.write(lab.password + "\n")
-    proc.stdin.close()
-    deadline = time.monotonic() + UP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{impl} exited with {proc.returncode}: {proc.stderr.read()[-500:]}")
-        got = lab.run_client(["ip", "-o", "route", "get", INSIDE_IP4]).stdout
-        if f"dev {iface}" in got and lab.run_client(["ping", "-c", "1", "-W", "1", INSIDE_IP4]).returncode == 0:
-            return proc
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"{impl} did not bring the tunnel up within {UP_TIMEOUT_S:g} s")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -116,7 +88,9 @@ def _profile(proc: subprocess.Popen, path: str, seconds: float) -> subprocess.Po
 
 def _measure(lab, impl: str, case: str, options: list[str], args: argparse.Namespace) -> list[Result]:
     iface = f"bench{impl[:2]}0"
-    proc = _start(impl, lab, options, iface)
+    argv = lab.tunring_argv("-q", *options, iface=iface) if impl == "tunring" else \
+        lab.openconnect_argv("-q", *options, iface=iface)
+    proc = lab.start_client(argv, iface)
     rows = []
     try:
         mtu = int(lab.run_client(["cat", f"/sys/class/net/{iface}/mtu"]).stdout)

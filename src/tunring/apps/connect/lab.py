@@ -21,11 +21,15 @@ import ipaddress
 import itertools
 import logging
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +52,7 @@ PORT = 4443
 USER = "alice"
 PASSWORD = "correct horse"
 START_TIMEOUT_S = 15.0
+CLIENT_UP_TIMEOUT_S = 20.0
 _counter = itertools.count()
 
 
@@ -136,6 +141,34 @@ def ocserv_config(directory: str, pki: Pki, *, dtls: bool, compression: bool, dp
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def payload(size: int, seed: int) -> bytes:
+    """Text-like data (words from a small vocabulary, a random one now and then) that a
+    per-packet compressor shrinks about twofold, and that no two runs repeat."""
+    rng = random.Random(seed)
+    words = [rng.randbytes(rng.randint(2, 5)).hex().encode() for _ in range(48)]
+    out = bytearray()
+    while len(out) < size:
+        line = [rng.choice(words) for _ in range(16)]
+        line[rng.randrange(16)] = rng.randbytes(4).hex().encode()
+        out += b" ".join(line) + b"\n"
+    return bytes(out[:size])
+
+
+def _echo_one(listener: socket.socket, digest: list[str]) -> None:
+    conn, _ = listener.accept()
+    h = hashlib.sha256()
+    with conn:
+        while chunk := conn.recv(1 << 16):
+            h.update(chunk)
+            conn.sendall(chunk)
+    digest.append(h.hexdigest())
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
 
 
 def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -290,6 +323,85 @@ class Lab:
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
         return subprocess.run(["ip", "netns", "exec", self.server_ns, *argv], timeout=timeout_s, **kw)
+
+    def tunring_argv(self, *extra: str, iface: str = "vpn0") -> list[str]:
+        """`tunring connect` to this lab's server, trusting its CA, password on stdin."""
+        assert self.pki is not None
+        return [sys.executable, "-m", "tunring.cli", "connect", "-u", self.user, "--passwd-on-stdin",
+                "--cafile", self.pki.ca, "-i", iface, *extra, self.url]
+
+    def openconnect_argv(self, *extra: str, iface: str = "vpn0") -> list[str]:
+        assert self.pki is not None
+        return ["openconnect", "-u", self.user, "--passwd-on-stdin", "--cafile", self.pki.ca, "-i", iface,
+                *extra, self.url]
+
+    def start_client(self, argv: list[str], iface: str, password: str | None = None, wait: bool = True,
+                     **kw) -> subprocess.Popen:
+        """Start a VPN client (``argv``) in the client namespace, give it the password on stdin
+        and, with ``wait``, return once ``iface`` carries traffic to :data:`INSIDE_IP4`."""
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.PIPE)
+        proc = self.client(argv, stdin=subprocess.PIPE, text=True, **kw)
+        assert proc.stdin is not None
+        proc.stdin.write((self.password if password is None else password) + "\n")
+        proc.stdin.close()
+        proc.stdin = None  # communicate() must not touch it again
+        deadline = time.monotonic() + CLIENT_UP_TIMEOUT_S
+        while wait and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise RuntimeError(f"{argv[0]} exited with {proc.returncode}: {err[-800:]}")
+            if self.route_dev(INSIDE_IP4) == iface and self.ping(INSIDE_IP4, count=1).returncode == 0:
+                return proc
+            time.sleep(0.2)
+        if wait:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{argv[0]} did not bring {iface} up within {CLIENT_UP_TIMEOUT_S:g} s")
+        return proc
+
+    def route_dev(self, address: str) -> str:
+        """The device the client namespace routes ``address`` through ('' if it has no route)."""
+        out = self.run_client(["ip", "-o", "route", "get", address])
+        words = out.stdout.split()
+        return words[words.index("dev") + 1] if out.returncode == 0 and "dev" in words else ""
+
+    def ping(self, address: str, count: int = 3, interval_s: float = 0.2) -> subprocess.CompletedProcess:
+        return self.run_client(["ping", "-c", str(count), "-i", str(interval_s), "-W", "2", address],
+                               timeout_s=30 + count * interval_s)
+
+    def echo(self, address: str, size: int, port: int = 5999, timeout_s: float = 120) -> float:
+        """Send ``size`` bytes from the client namespace to an echo server behind ocserv and
+        check what comes back byte for byte (both directions through the tunnel at once);
+        returns the seconds it took.  AssertionError if a byte differs."""
+        data = payload(size, seed=size ^ port)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with self.in_server():
+            listener = socket.socket(family, socket.SOCK_STREAM)
+        with self.in_client():
+            client = socket.socket(family, socket.SOCK_STREAM)
+        started = time.monotonic()
+        with listener, client:
+            listener.bind((address, port))
+            listener.listen(1)
+            listener.settimeout(timeout_s)
+            client.settimeout(timeout_s)
+            server_digest: list[str] = []
+            server = threading.Thread(target=_echo_one, args=(listener, server_digest), daemon=True)
+            server.start()
+            client.connect((address, port))
+            sender = threading.Thread(target=_send_all, args=(client, data), daemon=True)
+            sender.start()
+            received = bytearray()
+            while chunk := client.recv(1 << 16):
+                received += chunk
+            sender.join(timeout_s)
+            server.join(timeout_s)
+        if server_digest != [hashlib.sha256(data).hexdigest()]:
+            raise AssertionError("the server received other bytes than were sent")
+        if received != data:
+            raise AssertionError("the echo differs from what was sent")
+        return time.monotonic() - started
 
     @contextlib.contextmanager
     def in_client(self) -> Iterator[None]:
