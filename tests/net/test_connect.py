@@ -226,3 +226,37 @@ def test_server_killed_then_clean_failure():
         assert "reconnecting failed for 4 s (2 attempts)" in err.strip().splitlines()[-1], err
         assert time.monotonic() - started < 30
         assert not link_exists(lab, "vpn0")
+
+
+# -- DTLS (PSK-NEGOTIATE) ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dtls_lab():
+    _need_root()
+    with Lab(dtls=True) as lab:
+        yield lab
+
+
+@pytest.mark.parametrize("compression, negotiated", [("off", None), ("oc-lz4", "lz4")])
+def test_dtls_carries_the_data(dtls_lab, compression, negotiated):
+    lab = dtls_lab
+    with Running(lab, "--compression", compression) as run:
+        assert lab.ping(INSIDE_IP4).returncode == 0 and lab.ping(INSIDE_IP6).returncode == 0
+        lab.echo(INSIDE_IP4, TRANSFER_BYTES)
+        time.sleep(1.2)
+        stats = run.stats()
+        assert stats["dtls"] and stats["dtls_compression"] == negotiated, stats
+        # The data went over DTLS (CSTP only carried what came before the handshake and control).
+        assert stats["dtls_rx_packets"] > 0.99 * stats["rx_packets"] > 0, stats
+        assert stats["dtls_tx_packets"] > 0.99 * stats["tx_packets"] > 0, stats
+        assert stats["rx_bytes"] > TRANSFER_BYTES and stats["copies"] == 0, stats
+        mtu = lab.run_client(["cat", "/sys/class/net/vpn0/mtu"]).stdout.strip()
+        assert mtu == str(stats["mtu"] and 1434)  # 1500 - IP 20 - UDP 8 - DTLS 37 - type 1, as openconnect
+        _stopped_cleanly(run)
+
+
+def test_no_dtls_stays_on_cstp(dtls_lab):
+    with Running(dtls_lab, "--no-dtls") as run:
+        assert dtls_lab.ping(INSIDE_IP4).returncode == 0
+        stats = run.stats()
+        assert not stats["dtls"] and stats["dtls_rx_packets"] == 0 and stats["rx_packets"] > 0
+        _stopped_cleanly(run)

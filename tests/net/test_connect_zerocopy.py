@@ -100,8 +100,9 @@ class RecordingTls:
 
 def run_pings(lab: Lab, client: Client, cookie: str, size: int, iface: str):
     """One session carrying ``ping -f`` of ``size``-byte packets; (recorder, tun, session, transient bytes)."""
-    tls, cfg, leftover = client.open_tunnel(cookie)
-    assert leftover == b""
+    t = client.open_tunnel(cookie)
+    tls, cfg = t.tls, t.cfg
+    assert t.leftover == b""
     tun = RecordingTun(iface, mtu=cfg.mtu, max_packet=max(DECOMPRESS_MIN_BYTES, cfg.mtu))
     wake_r, wake_w = os.pipe()
     try:
@@ -143,7 +144,7 @@ def test_records_are_read_and_sent_in_place():
         pytest.skip("needs root and ocserv")
     with Lab(compression=False, link_mtu=9000, mtu=9000) as lab, lab.in_client():
         opts = Options(server=parse_url(lab.url), trust=Trust(lab.pki.ca),
-                       creds=auth.Credentials(lab.user, lab.password), compressions=())
+                       creds=auth.Credentials(lab.user, lab.password), compressions=(), dtls=False)
         client = Client(opts)
         cookie = client.login()
         _, _, _, small = run_pings(lab, client, cookie, SMALL_BYTES, "vpnzs")

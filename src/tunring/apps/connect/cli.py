@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cookie-on-stdin", action="store_true", help="read the webvpn cookie from standard input")
     p.add_argument("-C", "--cookie", help="use this webvpn cookie instead of logging in")
     p.add_argument("--authenticate", action="store_true", help="log in, print the cookie and exit")
-    p.add_argument("--no-dtls", action="store_true", help="use CSTP over TLS only (tunring has no DTLS yet)")
+    p.add_argument("--no-dtls", action="store_true", help="use CSTP over TLS only (no DTLS with PSK-NEGOTIATE)")
     p.add_argument("-i", "--interface", help="name of the TUN interface (default: tunN)")
     p.add_argument("-s", "--script", help="a vpnc-script to configure the interface (default: tunring over netlink)")
     p.add_argument("-b", "--background", action="store_true", help="continue in the background once connected")
@@ -105,6 +105,7 @@ def options(args: argparse.Namespace) -> Options:
     creds = auth.Credentials.from_terminal(args.user, password, args.authgroup)
     return Options(server=server, trust=Trust(args.cafile, pins), creds=creds, cookie=cookie,
                    interface=args.interface, script=args.script, mtu=args.mtu, compressions=compressions(args),
+                   dtls=not args.no_dtls,
                    reconnect_timeout_s=args.reconnect_timeout, json_stats=args.json_stats, status=not args.quiet)
 
 
@@ -149,8 +150,6 @@ def main(args: argparse.Namespace) -> int:
     try:
         opts = options(args)
         opts.log_level = log_level
-        if args.no_dtls is False:
-            log.debug("DTLS is not implemented: using CSTP over TLS")
         client = Client(opts)
         if args.authenticate:
             return _authenticate_only(client, opts)

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from ...errors import DeviceError
 from ...linux.tun import TunDevice
 from ...proto.base import DECOMPRESS_MIN_BYTES
-from . import auth, netconf, script, tunnel
+from . import auth, netconf, openssl, script, tunnel
+from .dtls import DtlsLink, dtls_mtu
 from .errors import LocalSetupFailed, TunnelLost, Unreachable
 from .http import BASE_HEADERS, HttpConnection
 from .session import CstpSession, Stop
@@ -54,6 +55,7 @@ class Options:
     script: str | None = None
     mtu: int | None = None
     compressions: tuple[str, ...] = tunnel.STATELESS
+    dtls: bool = True
     reconnect_timeout_s: float = 300.0
     json_stats: str | None = None
     status: bool = True
@@ -93,6 +95,17 @@ class Signals:
         os.close(self.write_fd)
 
 
+@dataclass
+class Tunnel:
+    """One CONNECT's outcome: the TLS connection carrying CSTP, the configuration, the stream
+    bytes that came with the reply, and the DTLS PSK exported from that TLS session (if any)."""
+
+    tls: ssl.SSLSocket
+    cfg: tunnel.TunnelConfig
+    leftover: bytes = b""
+    psk: bytes | None = None
+
+
 def path_mtu(tls: ssl.SSLSocket) -> int | None:
     with contextlib.suppress(OSError):
         if tls.family == socket.AF_INET6:
@@ -127,13 +140,15 @@ class Client:
         log.info("authenticated to %s", self.opts.server.host)
         return cookie
 
-    def open_tunnel(self, cookie: str, previous: tunnel.TunnelConfig | None = None):
-        """CONNECT on the login connection (or a new one); (tls, config, leftover stream bytes)."""
+    def open_tunnel(self, cookie: str, previous: tunnel.TunnelConfig | None = None) -> Tunnel:
+        """CONNECT on the login connection (or a new one)."""
         http, self._http = self._connection(), None
         base = tunnel.base_mtu_for(path_mtu(http.tls))
         mtu = self.opts.mtu or tunnel.tunnel_mtu_for(base, http.tls.family == socket.AF_INET6)
+        secret = os.urandom(tunnel.DTLS_SECRET_BYTES) if self.opts.dtls else None
         headers = tunnel.connect_headers(http.server.host, cookie, hostname=self.opts.hostname, mtu=mtu,
-                                         base_mtu=base, compressions=self.opts.compressions, previous=previous)
+                                         base_mtu=base, compressions=self.opts.compressions, previous=previous,
+                                         dtls_secret=secret, dtls_compressions=self.opts.compressions)
         http.cookies.clear()  # CONNECT carries the webvpn cookie only
         try:
             reply = http.request("CONNECT", tunnel.TUNNEL_PATH, headers=BASE_HEADERS[:2] + headers,
@@ -142,9 +157,31 @@ class Client:
         except BaseException:
             http.tls.close()
             raise
-        log.info("tunnel: %s %s mtu %d, dpd %d s, keepalive %d s, compression %s",
-                 cfg.address4, cfg.address6 or "", cfg.mtu, cfg.dpd_s, cfg.keepalive_s, cfg.compression or "none")
-        return http.tls, cfg, http.leftover()
+        log.info("tunnel: %s %s mtu %d, dpd %d s, keepalive %d s, compression %s, DTLS %s",
+                 cfg.address4, cfg.address6 or "", cfg.mtu, cfg.dpd_s, cfg.keepalive_s, cfg.compression or "none",
+                 f"offered on port {cfg.dtls.port}" if cfg.dtls else "not offered")
+        if not cfg.base_mtu:
+            cfg.base_mtu = base
+        psk = None
+        if cfg.dtls is not None and self.opts.dtls:
+            try:
+                psk = openssl.export_psk(http.tls)
+            except openssl.Unavailable as e:
+                log.warning("no DTLS (staying on CSTP): %s", e)
+        openssl.enable_read_ahead(http.tls)
+        return Tunnel(http.tls, cfg, http.leftover(), psk)
+
+    def _open_dtls(self, t: Tunnel) -> DtlsLink | None:
+        if t.psk is None or t.cfg.dtls is None or self.tun is None:
+            return None
+        return DtlsLink.open(self.gateway, t.cfg.dtls, t.psk, self.tun, t.cfg.base_mtu)
+
+    @staticmethod
+    def tun_mtu(cfg: tunnel.TunnelConfig, dtls: bool) -> int:
+        """The interface MTU: the CSTP MTU, or less if DTLS's datagrams hold less (openconnect's rule)."""
+        if dtls and cfg.dtls is not None:
+            return min(cfg.mtu, cfg.dtls.mtu or dtls_mtu(cfg.base_mtu, 6 if ":" in cfg.dtls.app_id else 4))
+        return cfg.mtu
 
     # -- the local side -----------------------------------------------------------------
     def _script_context(self) -> script.ScriptContext:
@@ -157,15 +194,16 @@ class Client:
 
     def _bring_up(self, cfg: tunnel.TunnelConfig) -> netconf.Applied | None:
         """Create the TUN device for ``cfg`` and configure it (netlink, or the script's connect)."""
+        mtu = self.tun_mtu(cfg, self.opts.dtls)
         try:
-            self.tun = TunDevice(self.opts.interface or "tun%d", mtu=cfg.mtu, up=not self.opts.script,
+            self.tun = TunDevice(self.opts.interface or "tun%d", mtu=mtu, up=not self.opts.script,
                                  max_packet=max(DECOMPRESS_MIN_BYTES, cfg.mtu))
         except DeviceError as e:
             raise LocalSetupFailed(f"cannot create the TUN interface: {e}") from None
         if self.opts.script:
             self._run_script("connect")
             return None
-        return netconf.apply(self.tun.name, cfg, self.gateway, cfg.mtu)
+        return netconf.apply(self.tun.name, cfg, self.gateway, mtu)
 
     def _tear_down(self, applied: netconf.Applied | None) -> None:
         if self.opts.script:
@@ -183,22 +221,23 @@ class Client:
         applied = None
         try:
             self._run_script("pre-init")
-            tls, self.cfg, leftover = self.open_tunnel(cookie)
+            t = self.open_tunnel(cookie)
+            self.cfg = t.cfg
             applied = self._bring_up(self.cfg)
             if self.ready_callback is not None:
                 self.ready_callback()
-            return self._loop(cookie, tls, leftover, signals)
+            return self._loop(cookie, t, signals)
         finally:
             signals.close()
             self._tear_down(applied)
             summary = self.reporter.finish()
             log.info("totals: %s", summary)
 
-    def _loop(self, cookie: str, tls: ssl.SSLSocket, leftover: bytes, signals: Signals) -> int:
+    def _loop(self, cookie: str, t: Tunnel, signals: Signals) -> int:
         assert self.tun is not None and self.cfg is not None
         while True:
-            session = CstpSession(tls, self.tun, self.cfg, signals.read_fd, signals.take, leftover,
-                                  tick=self.reporter.tick)
+            session = CstpSession(t.tls, self.tun, self.cfg, signals.read_fd, signals.take, t.leftover,
+                                  tick=self.reporter.tick, dtls=self._open_dtls(t))
             self.reporter.session = session
             try:
                 stop = session.run()
@@ -213,10 +252,10 @@ class Client:
             if stop is Stop.SERVER_DISCONNECT:
                 raise TunnelLost(session.reason)
             log.warning("%s; reconnecting", session.reason)
-            tls, leftover = self._reconnect(cookie, signals)
+            t = self._reconnect(cookie, signals)
             self.reporter.totals.reconnects += 1
 
-    def _reconnect(self, cookie: str, signals: Signals) -> tuple[ssl.SSLSocket, bytes]:
+    def _reconnect(self, cookie: str, signals: Signals) -> Tunnel:
         """A new TLS connection and CONNECT with the same cookie, retried within the timeout."""
         assert self.cfg is not None
         deadline = time.monotonic() + self.opts.reconnect_timeout_s
@@ -228,16 +267,16 @@ class Client:
             attempt += 1
             self._run_script("attempt-reconnect", check=False)
             try:
-                tls, cfg, leftover = self.open_tunnel(cookie, previous=self.cfg)
+                t = self.open_tunnel(cookie, previous=self.cfg)
             except (Unreachable, TunnelLost) as e:
                 last = str(e)
                 log.warning("reconnect attempt %d failed: %s", attempt, e)
             else:
-                self._check_same(cfg)
-                self.cfg = cfg
+                self._check_same(t.cfg)
+                self.cfg = t.cfg
                 self._run_script("reconnect", check=False)
                 log.warning("reconnected to %s (attempt %d)", self.opts.server.host, attempt)
-                return tls, leftover
+                return t
             if time.monotonic() >= deadline:
                 raise TunnelLost(f"the tunnel is down and reconnecting failed for "
                                  f"{self.opts.reconnect_timeout_s:g} s ({attempt} attempts): {last}")

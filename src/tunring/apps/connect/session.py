@@ -30,8 +30,11 @@ from dataclasses import dataclass
 
 from ...errors import FramingError, RingFull, TunringError
 from ...linux.tun import TunDevice
-from ...proto.base import Disconnect, DpdRequest, DpdResponse, Dropped, Event, Keepalive, Terminate
+from ...proto.base import CodecStats, Disconnect, DpdRequest, DpdResponse, Dropped, Event, Keepalive, Terminate
 from ...proto.cisco import Cstp
+from .dtls import DtlsLink
+from .openssl import DtlsError
+from .timers import PeerTimers
 from .tunnel import TunnelConfig
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ class Totals:
 
     rx_packets: int = 0
     rx_bytes: int = 0  # IP bytes delivered to the TUN device
-    rx_wire_bytes: int = 0  # CSTP bytes read from TLS
+    rx_wire_bytes: int = 0  # record bytes read from TLS and DTLS, headers included
     tx_packets: int = 0
     tx_bytes: int = 0
     tx_wire_bytes: int = 0
@@ -68,23 +71,35 @@ class Totals:
     dpd_sent: int = 0
     keepalives_sent: int = 0
     reconnects: int = 0
+    dtls_rx_packets: int = 0  # of rx_packets, those that came over DTLS
+    dtls_tx_packets: int = 0
+
+    def _add_channel(self, stats: CodecStats, rx_wire: int, tx_wire: int) -> None:
+        self.rx_packets += stats.rx_packets
+        self.rx_bytes += stats.rx_bytes
+        self.tx_packets += stats.tx_packets
+        self.tx_bytes += stats.tx_bytes
+        self.copies += stats.rx_copies + stats.tx_copies
+        self.copy_bytes += stats.rx_copy_bytes + stats.tx_copy_bytes
+        self.drops += stats.rx_drops
+        self.rx_wire_bytes += rx_wire
+        self.tx_wire_bytes += tx_wire
 
     def add_session(self, session: CstpSession) -> None:
-        """Add one session's counters (its codec's and its own)."""
-        s = session.codec.stats
-        self.rx_packets += s.rx_packets
-        self.rx_bytes += s.rx_bytes
-        self.tx_packets += s.tx_packets
-        self.tx_bytes += s.tx_bytes
-        self.copies += s.rx_copies + s.tx_copies
-        self.copy_bytes += s.rx_copy_bytes + s.tx_copy_bytes
-        self.drops += s.rx_drops
-        self.rx_wire_bytes += session.rx_wire_bytes
-        self.tx_wire_bytes += session.tx_wire_bytes
+        """Add one session's counters: its CSTP codec's, its DTLS link's and its own."""
+        self._add_channel(session.codec.stats, session.rx_wire_bytes, session.tx_wire_bytes)
         self.copies += session.leftover_copies
         self.copy_bytes += session.leftover_bytes
-        self.dpd_sent += session.dpd_sent
-        self.keepalives_sent += session.keepalives_sent
+        self.dpd_sent += session.timers.dpd_sent
+        self.keepalives_sent += session.timers.keepalives_sent
+        dtls = session.dtls or session.dropped_dtls
+        if dtls is not None:
+            self._add_channel(dtls.codec.stats, dtls.rx_wire_bytes, dtls.tx_wire_bytes)
+            self.drops += dtls.tx_drops
+            self.dpd_sent += dtls.timers.dpd_sent
+            self.keepalives_sent += dtls.timers.keepalives_sent
+            self.dtls_rx_packets += dtls.codec.stats.rx_packets
+            self.dtls_tx_packets += dtls.codec.stats.tx_packets
 
 
 class CstpSession:
@@ -92,8 +107,9 @@ class CstpSession:
 
     def __init__(self, tls: ssl.SSLSocket, tun: TunDevice, cfg: TunnelConfig, wake_fd: int,
                  signals: Callable[[], list[str]], leftover: bytes = b"", tick: Callable[[], None] | None = None,
-                 tick_s: float = 1.0) -> None:
+                 tick_s: float = 1.0, dtls: DtlsLink | None = None) -> None:
         self.tls = tls
+        self.dtls = dtls
         self.tun = tun
         self.cfg = cfg
         self.codec = Cstp(tun, compression=cfg.compression, max_payload=tun.max_packet)
@@ -103,15 +119,14 @@ class CstpSession:
         self._tick_s = tick_s
         self.rx_wire_bytes = 0
         self.tx_wire_bytes = 0
-        self.dpd_sent = 0
-        self.keepalives_sent = 0
         self.leftover_copies = 0
         self.leftover_bytes = 0
         self._control: list[bytes] = []
+        self.dropped_dtls: DtlsLink | None = None  # the DTLS link after it closed (its counters)
         self._stop: Stop | None = None
         self.reason = ""
-        now = time.monotonic()
-        self._last_rx = self._last_tx = self._dpd_at = now
+        self.timers = PeerTimers(cfg.dpd_s, cfg.keepalive_s, time.monotonic())
+        self.tls_pending = False  # records may wait inside OpenSSL (read-ahead): read before polling
         tls.setblocking(False)
         if leftover:
             # Stream bytes that arrived with the CONNECT reply: copied once, and counted.
@@ -126,14 +141,22 @@ class CstpSession:
         poller.register(tls_fd, select.POLLIN)
         poller.register(tun_fd, select.POLLIN)
         poller.register(self.wake_fd, select.POLLIN)
+        dtls_fd = self.dtls.fileno() if self.dtls is not None else -1
+        if self.dtls is not None:
+            poller.register(dtls_fd, select.POLLIN)
         next_tick = time.monotonic() + self._tick_s
         while self._stop is None:
-            timeout_s = max(0.0, min(self._timer_due(), next_tick) - time.monotonic())
-            for fd, _ in poller.poll(timeout_s * 1000):
+            timeout_s = 0.0 if self.tls_pending else max(0.0, min(self._next_due(), next_tick) - time.monotonic())
+            ready = poller.poll(timeout_s * 1000)
+            if self.tls_pending and not any(fd == tls_fd for fd, _ in ready):
+                ready.append((tls_fd, select.POLLIN))
+            for fd, _ in ready:
                 if fd == tls_fd:
                     self._read_tls()
                 elif fd == tun_fd:
                     self._read_tun()
+                elif fd == dtls_fd:
+                    self._read_dtls(poller)
                 else:
                     self._take_signals()
                 if self._stop is not None:
@@ -167,6 +190,9 @@ class CstpSession:
     # -- TLS -> TUN -------------------------------------------------------------------
     def _read_tls(self) -> None:
         codec, recv_into = self.codec, self.tls.recv_into
+        # With read-ahead OpenSSL may hold records poll() cannot see: until a read says
+        # "want read", more may be waiting (the loop comes back at once).
+        self.tls_pending = True
         try:
             for _ in range(TLS_READS_PER_WAKE):
                 n = recv_into(codec.want())
@@ -178,7 +204,7 @@ class CstpSession:
                 if events:
                     self._handle(events)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass
+            self.tls_pending = False
         except (ssl.SSLError, OSError) as e:
             self._lose(f"TLS read from {self._peer()} failed: {e}")
             return
@@ -188,13 +214,19 @@ class CstpSession:
         except RingFull:
             # The kernel refused a write to the TUN device: the packet is dropped (counted).
             self.codec.stats.rx_drops += 1
-        self._last_rx = time.monotonic()
+        self.timers.last_rx = time.monotonic()
+        if self.dtls is not None:
+            self.codec.release_idle()  # the DTLS codec allocates on the same device
 
-    def _handle(self, events: list[Event]) -> None:
+    def _handle(self, events: list[Event], dtls: DtlsLink | None = None) -> None:
+        """React to control records (from DTLS when ``dtls`` is given: DPD is answered there)."""
         for event in events:
             kind = type(event)
             if kind is DpdRequest:
-                self._control.append(self.codec.encode_control(DpdResponse(event.payload)))
+                if dtls is not None:
+                    dtls.send_control(DpdResponse(event.payload))
+                else:
+                    self._control.append(self.codec.encode_control(DpdResponse(event.payload)))
             elif kind is Disconnect or kind is Terminate:
                 text = getattr(event, "reason", b"")[1:].decode(errors="replace") or "no reason given"
                 self._lose(f"{self._peer()} ended the session: {text}", Stop.SERVER_DISCONNECT)
@@ -211,12 +243,45 @@ class CstpSession:
         except TunringError as e:
             self._lose(f"reading {tun.name} failed: {e}")
             return
-        encode, write = self.codec.encode, self._write
         try:
-            for p in packets:
-                write(encode(p))
+            if self.dtls is not None:
+                send = self.dtls.send
+                for p in packets:
+                    send(p)
+            else:
+                encode, write = self.codec.encode, self._write
+                for p in packets:
+                    write(encode(p))
+        except DtlsError as e:
+            self._drop_dtls(str(e))
         finally:
             tun.release_many(packets)
+
+    # -- DTLS ---------------------------------------------------------------------------
+    def _read_dtls(self, poller) -> None:
+        assert self.dtls is not None
+        self.codec.release_idle()  # the CSTP codec's idle packet must not sit under DTLS's
+        try:
+            events = self.dtls.read()
+        except DtlsError as e:
+            self._drop_dtls(str(e), poller)
+            return
+        except FramingError as e:  # a bad compressed datagram: dropped, the channel goes on
+            log.debug("DTLS: %s", e)
+            return
+        if events:
+            self._handle(events, self.dtls)
+
+    def _drop_dtls(self, why: str, poller=None) -> None:
+        """DTLS failed: carry on over CSTP (openconnect does the same)."""
+        dtls, self.dtls = self.dtls, None
+        if dtls is None:
+            return
+        log.warning("DTLS is down (%s): using CSTP", why)
+        if poller is not None:
+            poller.unregister(dtls.fileno())
+        self.dropped_dtls = dtls
+        dtls.close()
 
     def _write(self, record) -> None:
         """Write one record: SSL_write sends all of it or nothing (no partial-write mode)."""
@@ -240,7 +305,7 @@ class CstpSession:
                 continue
             self.tx_wire_bytes += n
             view = view[n:]
-        self._last_tx = time.monotonic()
+        self.timers.last_tx = time.monotonic()
 
     def _wait_writable(self, read: bool = False) -> None:
         """Wait for room in the TCP window, reading meanwhile (the server may be waiting on us)."""
@@ -260,33 +325,27 @@ class CstpSession:
                     return
 
     # -- timers -------------------------------------------------------------------------
-    def _timer_due(self) -> float:
-        """When _timers has something to do next (monotonic seconds)."""
-        due = float("inf")
-        dpd = self.cfg.dpd_s
-        if dpd:
-            if time.monotonic() - self._last_rx < dpd:
-                due = self._last_rx + dpd
-            else:  # probing: the next probe, or the moment the peer counts as dead
-                due = min(self._dpd_at + dpd / 2, self._last_rx + 2 * dpd)
-        if self.cfg.keepalive_s:
-            due = min(due, self._last_tx + self.cfg.keepalive_s)
-        return due
+    def _next_due(self) -> float:
+        now = time.monotonic()
+        due = self.timers.next_due(now)
+        return min(due, self.dtls.timers.next_due(now)) if self.dtls is not None else due
 
     def _timers(self, now: float) -> None:
-        cfg = self.cfg
-        if cfg.dpd_s:
-            silent = now - self._last_rx
-            if silent >= 2 * cfg.dpd_s:
-                self._lose(f"no answer from {self._peer()} for {silent:.0f} s (DPD {cfg.dpd_s} s)")
-                return
-            if silent >= cfg.dpd_s and now - self._dpd_at >= cfg.dpd_s / 2:
-                self._dpd_at = now
-                self.dpd_sent += 1
-                self._control.append(self.codec.encode_control(DpdRequest()))
-        if cfg.keepalive_s and now - self._last_tx >= cfg.keepalive_s:
-            self.keepalives_sent += 1
+        due = self.timers.check(now)
+        if due.dead_after_s:
+            self._lose(f"no answer from {self._peer()} for {due.dead_after_s:.0f} s (DPD {self.cfg.dpd_s} s)")
+            return
+        if due.dpd:
+            self._control.append(self.codec.encode_control(DpdRequest()))
+        if due.keepalive:
             self._control.append(self.codec.encode_control(Keepalive()))
+        if self.dtls is not None:
+            try:
+                dead = self.dtls.tick(now)
+            except DtlsError as e:
+                dead = str(e)
+            if dead:
+                self._drop_dtls(dead)
 
     def _flush_control(self) -> None:
         while self._control and self._stop is None:
@@ -303,6 +362,9 @@ class CstpSession:
             log.debug("could not send the disconnect record: %s", e)
 
     def close(self) -> None:
+        if self.dtls is not None:
+            self.dropped_dtls, self.dtls = self.dtls, None
+            self.dropped_dtls.close()
         try:
             self.codec.close()
         except FramingError:

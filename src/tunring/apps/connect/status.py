@@ -32,6 +32,8 @@ def snapshot(totals: Totals, session: CstpSession | None, started: float,
     if cfg is None and session is not None:
         cfg = session.cfg
     out["compression"] = cfg.compression if cfg is not None else None
+    out["dtls"] = session is not None and session.dtls is not None  # data over DTLS now
+    out["dtls_compression"] = cfg.dtls.compression if cfg is not None and cfg.dtls is not None else None
     out["mtu"] = cfg.mtu if cfg is not None else None
     return out
 

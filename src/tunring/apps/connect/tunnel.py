@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 TUNNEL_PATH = "/CSCOSSLC/tunnel"
 #: X-CSTP-Content-Encoding / X-CSTP-Accept-Encoding names -> tunring.proto.compress names.
 COMPRESSIONS = {"oc-lz4": "lz4", "lzs": "lzs", "deflate": "deflate"}
+DTLS_SECRET_BYTES = 48  # X-DTLS-Master-Secret: legacy DTLS's; PSK-NEGOTIATE servers ignore it
 STATELESS = ("oc-lz4", "lzs")  # openconnect's default offer; deflate only when asked (-d)
 DEFAULT_BASE_MTU = 1406  # openconnect's fallback when the path MTU is unknown
 MIN_MTU = 576
@@ -100,8 +101,9 @@ def connect_headers(host: str, cookie: str, *, hostname: str, mtu: int, base_mtu
         headers += [("X-DTLS-Master-Secret", dtls_secret.hex().upper()),
                     ("X-DTLS-CipherSuite", "PSK-NEGOTIATE"),
                     ("X-DTLS12-CipherSuite", "PSK-NEGOTIATE")]
-        if dtls_compressions:
-            headers.append(("X-DTLS-Accept-Encoding", ",".join(dtls_compressions)))
+        stateless = tuple(c for c in dtls_compressions if c in STATELESS)  # no deflate over datagrams
+        if stateless:
+            headers.append(("X-DTLS-Accept-Encoding", ",".join(stateless)))
     return tuple(headers)
 
 
