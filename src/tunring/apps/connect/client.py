@@ -21,6 +21,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...errors import DeviceError
@@ -124,7 +125,7 @@ class Client:
         self.tun: TunDevice | None = None
         self.cfg: tunnel.TunnelConfig | None = None
         self.reporter = Reporter(opts.json_stats, status=opts.status)
-        self.ready_callback = None  # called once the tunnel is up (the CLI's --background)
+        self.ready_callback: Callable[[], None] | None = None  # once the tunnel is up (the CLI's --background)
 
     # -- logging in and CONNECT ------------------------------------------------------
     def _connection(self) -> HttpConnection:

@@ -52,9 +52,10 @@ def run(echo_bytes: int = ECHO_BYTES) -> int:
             for address in (INSIDE_IP4, INSIDE_IP6):
                 out = lab.ping(address, count=5)
                 ok &= out.returncode == 0
-                print(f"  ping {address}: {'5/5 answered, rtt ' + _rtt(out.stdout) if out.returncode == 0 else 'FAILED'}")
+                said = f"5/5 answered, rtt {_rtt(out.stdout)}" if out.returncode == 0 else "FAILED"
+                print(f"  ping {address}: {said}")
             seconds = lab.echo(INSIDE_IP4, echo_bytes)
-            print(f"  TCP echo of {echo_bytes / 1e6:.0f} MB each way through the tunnel: every byte checked, "
+            print(f"  TCP echo of {echo_bytes >> 20} MiB each way through the tunnel: every byte checked, "
                   f"{2 * echo_bytes * 8 / seconds / 1e6:.0f} Mbit/s both ways together")
         except AssertionError as e:
             ok = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import LocalSetupFailed
@@ -39,7 +40,7 @@ class ScriptContext:
     mtu: int = 0
 
 
-def _split_vars(prefix: str, networks: list[Network], with_mask: bool) -> dict[str, str]:
+def _split_vars(prefix: str, networks: Sequence[Network], with_mask: bool) -> dict[str, str]:
     env = {prefix: str(len(networks))}
     for i, net in enumerate(networks):
         env[f"{prefix}_{i}_ADDR"] = str(net.network_address)

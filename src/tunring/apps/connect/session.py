@@ -221,18 +221,18 @@ class CstpSession:
     def _handle(self, events: list[Event], dtls: DtlsLink | None = None) -> None:
         """React to control records (from DTLS when ``dtls`` is given: DPD is answered there)."""
         for event in events:
-            kind = type(event)
-            if kind is DpdRequest:
+            if isinstance(event, DpdRequest):
                 if dtls is not None:
                     dtls.send_control(DpdResponse(event.payload))
                 else:
                     self._control.append(self.codec.encode_control(DpdResponse(event.payload)))
-            elif kind is Disconnect or kind is Terminate:
-                text = getattr(event, "reason", b"")[1:].decode(errors="replace") or "no reason given"
+            elif isinstance(event, Disconnect | Terminate):
+                raw = event.reason if isinstance(event, Disconnect) else event.payload
+                text = raw[1:].decode(errors="replace") or "no reason given"  # a reason code, then text
                 self._lose(f"{self._peer()} ended the session: {text}", Stop.SERVER_DISCONNECT)
-            elif kind is Dropped:
+            elif isinstance(event, Dropped):
                 log.debug("dropped a record: %s", event.reason)
-            elif kind not in (DpdResponse, Keepalive):
+            elif not isinstance(event, DpdResponse | Keepalive):
                 log.debug("ignored %s", event)
 
     # -- TUN -> TLS -------------------------------------------------------------------

@@ -193,5 +193,5 @@ def open_tls(server: ServerUrl, trust: Trust, timeout_s: float = CONNECT_TIMEOUT
     except CertificateRejected:
         tls.close()
         raise
-    log.info("TLS to %s:%d: %s %s", server.host, server.port, tls.version(), tls.cipher()[0])
+    log.info("TLS to %s:%d: %s %s", server.host, server.port, tls.version(), (tls.cipher() or ("?",))[0])
     return tls
