@@ -263,3 +263,22 @@ def test_no_dtls_stays_on_cstp(dtls_lab):
         stats = run.stats()
         assert not stats["dtls"] and stats["dtls_rx_packets"] == 0 and stats["rx_packets"] > 0
         _stopped_cleanly(run)
+
+
+def test_dtls_failure_falls_back_to_cstp(dtls_lab):
+    lab = dtls_lab
+    with Running(lab, "--compression", "off") as run:
+        wait_for(lambda: run.stats()["dtls"], what="DTLS to come up")
+        # From now on the client's datagrams to the DTLS port are refused by its own kernel.
+        assert lab.run_client(["ip", "rule", "add", "ipproto", "udp", "dport", "4443", "prohibit"]).returncode == 0
+        try:
+            lab.ping(INSIDE_IP4, count=5)  # the first of these meet the refusal
+            wait_for(lambda: not run.stats()["dtls"], what="the fallback to CSTP")
+            assert lab.ping(INSIDE_IP4).returncode == 0
+            lab.echo(INSIDE_IP4, 2 * 1024 * 1024)
+            time.sleep(1.2)
+            stats = run.stats()
+            assert stats["tx_packets"] - stats["dtls_tx_packets"] > 1000, stats  # the echo went over CSTP
+            _stopped_cleanly(run)
+        finally:
+            lab.run_client(["ip", "rule", "del", "ipproto", "udp", "dport", "4443", "prohibit"])

@@ -287,11 +287,13 @@ class DtlsChannel:
         err = self.lib.SSL_get_error(self.ssl, rc)
         if err in (SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE):
             return 0
-        if err == SSL_ERROR_SYSCALL and ctypes.get_errno() in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED):
-            return 0
+        code = ctypes.get_errno()
+        if err == SSL_ERROR_SYSCALL and code in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED):
+            return 0  # a full buffer, or an ICMP error for an earlier datagram: not fatal
         if err == SSL_ERROR_ZERO_RETURN:
             raise DtlsError("the server closed the DTLS channel")
-        raise DtlsError(f"DTLS {what} failed: {_errors(self.lib)}")
+        why = os.strerror(code) if err == SSL_ERROR_SYSCALL and code else _errors(self.lib)
+        raise DtlsError(f"DTLS {what} failed: {why}")
 
     def close(self) -> None:
         if self.ssl:

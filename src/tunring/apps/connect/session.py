@@ -127,6 +127,7 @@ class CstpSession:
         self.reason = ""
         self.timers = PeerTimers(cfg.dpd_s, cfg.keepalive_s, time.monotonic())
         self.tls_pending = False  # records may wait inside OpenSSL (read-ahead): read before polling
+        self._poller: select.poll | None = None
         tls.setblocking(False)
         if leftover:
             # Stream bytes that arrived with the CONNECT reply: copied once, and counted.
@@ -136,7 +137,7 @@ class CstpSession:
     # -- the loop -------------------------------------------------------------------
     def run(self) -> Stop:
         """Move packets until a signal, the server or a failure stops the session."""
-        poller = select.poll()
+        self._poller = poller = select.poll()
         tls_fd, tun_fd = self.tls.fileno(), self.tun.fileno()
         poller.register(tls_fd, select.POLLIN)
         poller.register(tun_fd, select.POLLIN)
@@ -145,9 +146,11 @@ class CstpSession:
         if self.dtls is not None:
             poller.register(dtls_fd, select.POLLIN)
         next_tick = time.monotonic() + self._tick_s
+        # Timers only move later as traffic flows, so a deadline computed once is never late:
+        # they are looked at when it passes, not on every wake-up.
+        due = min(self._next_due(), next_tick)
         while self._stop is None:
-            timeout_s = 0.0 if self.tls_pending else max(0.0, min(self._next_due(), next_tick) - time.monotonic())
-            ready = poller.poll(timeout_s * 1000)
+            ready = poller.poll(0 if self.tls_pending else max(0.0, due - time.monotonic()) * 1000)
             if self.tls_pending and not any(fd == tls_fd for fd, _ in ready):
                 ready.append((tls_fd, select.POLLIN))
             for fd, _ in ready:
@@ -156,19 +159,24 @@ class CstpSession:
                 elif fd == tun_fd:
                     self._read_tun()
                 elif fd == dtls_fd:
-                    self._read_dtls(poller)
+                    if self.dtls is not None:  # (it may have died earlier in this round)
+                        self._read_dtls()
                 else:
                     self._take_signals()
                 if self._stop is not None:
                     break
+            if self._control and self._stop is None:
+                self._flush_control()  # DPD answers
             now = time.monotonic()
-            if self._stop is None:
-                self._timers(now)
-                self._flush_control()
+            if now < due or self._stop is not None:
+                continue
+            self._timers(now)
+            self._flush_control()
             if now >= next_tick:
                 next_tick = now + self._tick_s
                 if self._tick is not None:
                     self._tick()
+            due = min(self._next_due(), next_tick)
         return self._stop
 
     def _lose(self, why: str, stop: Stop = Stop.LOST) -> None:
@@ -258,13 +266,13 @@ class CstpSession:
             tun.release_many(packets)
 
     # -- DTLS ---------------------------------------------------------------------------
-    def _read_dtls(self, poller) -> None:
+    def _read_dtls(self) -> None:
         assert self.dtls is not None
         self.codec.release_idle()  # the CSTP codec's idle packet must not sit under DTLS's
         try:
             events = self.dtls.read()
         except DtlsError as e:
-            self._drop_dtls(str(e), poller)
+            self._drop_dtls(str(e))
             return
         except FramingError as e:  # a bad compressed datagram: dropped, the channel goes on
             log.debug("DTLS: %s", e)
@@ -272,14 +280,14 @@ class CstpSession:
         if events:
             self._handle(events, self.dtls)
 
-    def _drop_dtls(self, why: str, poller=None) -> None:
+    def _drop_dtls(self, why: str) -> None:
         """DTLS failed: carry on over CSTP (openconnect does the same)."""
         dtls, self.dtls = self.dtls, None
         if dtls is None:
             return
         log.warning("DTLS is down (%s): using CSTP", why)
-        if poller is not None:
-            poller.unregister(dtls.fileno())
+        if self._poller is not None:
+            self._poller.unregister(dtls.fileno())
         self.dropped_dtls = dtls
         dtls.close()
 
