@@ -16,7 +16,7 @@ from ...errors import TunringError
 from . import auth, tunnel
 from .client import Client, Options
 from .errors import EXIT_LOCAL, EXIT_OK, BadInput, ConnectError
-from .tls import Trust, parse_pin, parse_url
+from .tls import Trust, parse_pin, parse_url, pin_of
 
 log = logging.getLogger("tunring.apps.connect")
 
@@ -110,18 +110,15 @@ def options(args: argparse.Namespace) -> Options:
 
 
 def _authenticate_only(client: Client, opts: Options) -> int:
+    """--authenticate: log in and print what openconnect prints, as shell assignments."""
     cookie = client.login()
-    http = client._http
-    assert http is not None
-    from .tls import pin_of
-
-    cert = http.tls.getpeercert(binary_form=True)
+    cert = client.peer_certificate()
+    client.close()
     print(f"COOKIE='webvpn={cookie}'")
     print(f"HOST='{opts.server.host}'")
     print(f"CONNECT_URL='{opts.server.url}'")
     if cert:
         print(f"FINGERPRINT='{pin_of(cert)}'")
-    http.tls.close()
     return EXIT_OK
 
 

@@ -141,6 +141,16 @@ class Client:
         log.info("authenticated to %s", self.opts.server.host)
         return cookie
 
+    def peer_certificate(self) -> bytes | None:
+        """The server's certificate (DER) on the open login connection."""
+        return self._http.tls.getpeercert(binary_form=True) if self._http is not None else None
+
+    def close(self) -> None:
+        """Close the login connection if it is still open (after --authenticate)."""
+        if self._http is not None:
+            self._http.tls.close()
+            self._http = None
+
     def open_tunnel(self, cookie: str, previous: tunnel.TunnelConfig | None = None) -> Tunnel:
         """CONNECT on the login connection (or a new one)."""
         http, self._http = self._connection(), None
