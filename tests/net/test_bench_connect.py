@@ -23,6 +23,6 @@ def test_bench_connect_json():
     rows = {(r["case"], r["impl"]): r for r in doc["results"]}
     assert set(rows) == {(f"{c}-{d}", i) for c in ("cstp", "dtls") for d in ("up", "down")
                          for i in ("tunring", "openconnect")}
-    for key, r in rows.items():
+    for r in rows.values():
         assert {"case", "impl", "packet_size", "pps", "gbps"} <= r.keys()
         assert r["pps"] > 0 and r["mbit_s"] > 0 and r["rtt_ms"] > 0 and r["packet_size"] > 1000, r
