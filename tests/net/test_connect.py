@@ -35,7 +35,7 @@ TRANSFER_BYTES = 20 * 1024 * 1024
 def _need_root():
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces and TUN devices")
-    for tool in ("ocserv", "ocpasswd", "openconnect"):
+    for tool in ("ocserv", "ocpasswd", "ping", "ss"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (scripts/debian-test-packages)")
 
