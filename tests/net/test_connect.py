@@ -282,3 +282,16 @@ def test_dtls_failure_falls_back_to_cstp(dtls_lab):
             _stopped_cleanly(run)
         finally:
             lab.run_client(["ip", "rule", "del", "ipproto", "udp", "dport", "4443", "prohibit"])
+
+
+def test_script_reasons_through_a_reconnect(lab):
+    reasons = os.path.join(lab.dir, "reasons")
+    script = f"echo $reason >> {reasons}; exec /usr/share/vpnc-scripts/vpnc-script"
+    with Running(lab, "-s", script) as run:
+        wait_for(lambda: lab.route_dev(INSIDE_IP4) == "vpn0", what="the stock script's routes")
+        run.signal(signal.SIGUSR2)
+        wait_for(lambda: run.stats()["reconnects"] == 1, what="the reconnect")
+        wait_for(lambda: lab.ping(INSIDE_IP4, count=1).returncode == 0, what="traffic after the reconnect")
+        _stopped_cleanly(run)
+    with open(reasons) as f:
+        assert f.read().split() == ["pre-init", "connect", "attempt-reconnect", "reconnect", "disconnect"]
