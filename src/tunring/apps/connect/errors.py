@@ -24,34 +24,34 @@ class ConnectError(TunringError):
 
     exit_code = EXIT_INPUT
 
+    def __init_subclass__(cls, exit_code: int = EXIT_INPUT, **kw) -> None:
+        super().__init_subclass__(**kw)
+        cls.exit_code = exit_code
 
-class BadInput(ConnectError):
-    exit_code = EXIT_INPUT
+
+class BadInput(ConnectError, exit_code=EXIT_INPUT):
+    """An option, URL, pin or cookie that cannot be used as given."""
 
 
-class AuthFailed(ConnectError):
+class AuthFailed(ConnectError, exit_code=EXIT_AUTH):
     """Wrong user name or password, an unknown group, or a cookie the server no longer accepts."""
 
-    exit_code = EXIT_AUTH
+
+class CertificateRejected(ConnectError, exit_code=EXIT_CERT):
+    """The server's certificate is not trusted, or does not match --servercert."""
 
 
-class CertificateRejected(ConnectError):
-    exit_code = EXIT_CERT
-
-
-class NotAnyConnect(ConnectError):
+class NotAnyConnect(ConnectError, exit_code=EXIT_NOT_ANYCONNECT):
     """The peer speaks TLS (perhaps HTTP) but not AnyConnect's aggregate auth or CSTP."""
 
-    exit_code = EXIT_NOT_ANYCONNECT
+
+class Unreachable(ConnectError, exit_code=EXIT_UNREACHABLE):
+    """No connection to the server: name, route, refusal, timeout, or a broken handshake."""
 
 
-class Unreachable(ConnectError):
-    exit_code = EXIT_UNREACHABLE
+class TunnelLost(ConnectError, exit_code=EXIT_LOST):
+    """The tunnel went down for good: reconnecting failed, or the server ended the session."""
 
 
-class TunnelLost(ConnectError):
-    exit_code = EXIT_LOST
-
-
-class LocalSetupFailed(ConnectError):
-    exit_code = EXIT_LOCAL
+class LocalSetupFailed(ConnectError, exit_code=EXIT_LOCAL):
+    """The TUN device, its netlink configuration or the vpnc-script failed."""

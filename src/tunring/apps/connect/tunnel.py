@@ -166,6 +166,11 @@ def parse_tunnel(reply: Reply, host: str = "the server") -> TunnelConfig:
     return cfg
 
 
+# X-CSTP-<key>: a number of seconds or bytes ("none" = 0) -> the TunnelConfig field.
+_NUMBERS = {"mtu": "mtu", "base-mtu": "base_mtu", "dpd": "dpd_s", "keepalive": "keepalive_s",
+            "idle-timeout": "idle_timeout_s", "session-timeout": "session_timeout_s", "rekey-time": "rekey_s"}
+
+
 def _cstp_header(cfg: TunnelConfig, key: str, value: str) -> None:
     if key == "address":
         addr = ipaddress.ip_address(value.strip())
@@ -191,20 +196,8 @@ def _cstp_header(cfg: TunnelConfig, key: str, value: str) -> None:
         cfg.banner = unquote(value)
     elif key == "msie-proxy-pac-url":
         cfg.proxy_pac = value
-    elif key == "mtu":
-        cfg.mtu = _int(value)
-    elif key == "base-mtu":
-        cfg.base_mtu = _int(value)
-    elif key == "dpd":
-        cfg.dpd_s = _int(value)
-    elif key == "keepalive":
-        cfg.keepalive_s = _int(value)
-    elif key == "idle-timeout":
-        cfg.idle_timeout_s = _int(value)
-    elif key == "session-timeout":
-        cfg.session_timeout_s = _int(value)
-    elif key == "rekey-time":
-        cfg.rekey_s = _int(value)
+    elif key in _NUMBERS:
+        setattr(cfg, _NUMBERS[key], _int(value))
     elif key == "rekey-method":
         cfg.rekey_method = value.strip()
     elif key == "content-encoding":
