@@ -295,3 +295,33 @@ def test_script_reasons_through_a_reconnect(lab):
         _stopped_cleanly(run)
     with open(reasons) as f:
         assert f.read().split() == ["pre-init", "connect", "attempt-reconnect", "reconnect", "disconnect"]
+
+
+def test_password_prompt_on_a_terminal(lab):
+    """No --passwd-on-stdin, stdin a terminal: the password is asked for, without echo."""
+    import pty
+
+    argv = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "tunring.cli", "connect", "-q",
+            "-u", lab.user, "--cafile", lab.pki.ca, "--authenticate", lab.url]
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], argv)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Password:" not in seen and time.monotonic() < deadline:
+            seen += os.read(fd, 1024)
+        os.write(fd, lab.password.encode() + b"\n")
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert b"COOKIE='webvpn=" in seen and lab.password.encode() not in seen  # not echoed
