@@ -1,4 +1,4 @@
-# Quick start: `make demo` (no root needed) and `make test` (the whole suite; root for tests/net).
+# Quick start: `make demo` (as root: tunring connect against ocserv; else the no-root ring demo) and `make test` (the whole suite; root for tests/net).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint test-long fuzz bench setup clean
 
 demo: $(STAMP)
+	@if [ "$$(id -u)" = 0 ]; then sh scripts/bootstrap test; fi  # as root the demo runs ocserv
 	$(BIN)/tunring demo
 
 # The whole suite on the native core, then again on the pure-Python reference (TUNRING_PURE=1),

@@ -3,7 +3,7 @@ import sys
 
 
 def test_demo_runs_and_verifies_everything():
-    out = subprocess.run([sys.executable, "-m", "tunring.cli", "demo", "--count", "5000"],
+    out = subprocess.run([sys.executable, "-m", "tunring.cli", "demo", "--ring", "--count", "5000"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "every byte verified end to end" in out.stdout

@@ -34,6 +34,7 @@ COMMANDS = {
     "encode": "tunring.apps.encode",
     "adapter": "tunring.linux.bridge",
     "serve": "tunring.apps.serve",
+    "connect": "tunring.apps.connect.cli",
 }
 
 

@@ -213,10 +213,23 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="a CSTP server, a client and an adapter: verified traffic both ways, "
                                     "no copies (no root)")
     p.add_argument("--count", type=int, default=50_000, help="packets each way")
+    p.add_argument("--ring", action="store_true", help="the ring demo even as root (root's default: tunring connect)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    """As root: `tunring connect` against ocserv (tunring.apps.connect.demo); else (or --ring) the ring demo."""
+    from .connect import demo as vpn_demo
+
+    if not args.ring:
+        lacking = vpn_demo.missing()
+        if lacking is None:
+            return vpn_demo.run()
+        print(f"(the VPN demo, `tunring connect` against ocserv, needs {lacking}: showing the ring demo)")
+    return ring_demo(args)
+
+
+def ring_demo(args: argparse.Namespace) -> int:
     """server <-CSTP over a socket-> client <-ring-> adapter, every byte checked at the far end."""
     ctx = mp.get_context("spawn")  # the adapter gets the session by fd passing, not by fork
     session = Session.create(lead=max(LEAD, Cstp.session_lead()), trail=TRAIL)

@@ -188,7 +188,8 @@ class TunDevice(PoolDevice):
     """
 
     def __init__(self, fd: int, *, mtu: int = 1500, offloads: int = 0, headroom: int = DEFAULT_HEADROOM,
-                 tailroom: int = DEFAULT_TAILROOM, packets: int = DEFAULT_PACKETS) -> None:
+                 tailroom: int = DEFAULT_TAILROOM, packets: int = DEFAULT_PACKETS,
+                 max_packet: int | None = None) -> None:
         self.name, flags = _descriptor_info(fd)
         os.set_blocking(fd, False)
         self.offload = bool(flags & IFF_VNET_HDR)
@@ -207,10 +208,12 @@ class TunDevice(PoolDevice):
         # A read lands in a slot whole: one byte more than the largest packet expected, so
         # that a longer one (which the kernel truncates to fit) shows as too long.  With TSO
         # that is a 64 KiB GSO packet: the slots are that big, but the mapping only takes
-        # memory where packets were written.  Allocations stay limited to the MTU.
+        # memory where packets were written.  allocate() may ask for up to ``max_packet`` (default
+        # the MTU): codecs over-allocate for a record of unknown length or for decompression, and
+        # shrink the packet afterwards.
         read_room = (MAX_GSO_PACKET if offloads & TUN_F_SEGMENTATION else mtu) + 1
-        self._pool = pool = PacketPool(packets, read_room, self.headroom, tailroom, self)
-        self.max_packet = mtu
+        self.max_packet = max(mtu, max_packet or 0)
+        self._pool = pool = PacketPool(packets, max(read_room, self.max_packet), self.headroom, tailroom, self)
         self._ready: deque[Packet] = deque()  # segments of a split GSO read not yet handed out
         self._last: Packet | None = None
         # Per-slot read buffers (virtio header included), made once: a read is one readv into
@@ -235,13 +238,15 @@ class TunDevice(PoolDevice):
         tso: bool = True,
         queues: int = 1,
         netns: str | None = None,
+        max_packet: int | None = None,
     ) -> TunDevice:
         """Create a TUN interface, configure it and return its (first) queue's device.
 
         ``TunDevice.create("tun0", addresses=["10.0.0.1/24"], mtu=1400)`` needs
         root or CAP_NET_ADMIN; ``netns`` creates it inside that named network
         namespace.  ``offload``/``tso``: see the module docstring.  ``queues > 1``
-        makes a multiqueue interface whose extra queues are ``queues[1:]``.
+        makes a multiqueue interface whose extra queues are ``queues[1:]``.  ``max_packet``
+        (default: the MTU) is the largest ``allocate()``, for codecs that over-allocate and shrink.
         """
         addrs, nets = _checked_config(name, addresses, routes, mtu, queues)
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0) | (IFF_MULTI_QUEUE if queues > 1 else 0)
@@ -255,7 +260,7 @@ class TunDevice(PoolDevice):
                     try:
                         offloads = set_offloads(fd, name, tso) if offload else 0
                         devices.append(cls(fd, mtu=mtu, offloads=offloads, headroom=headroom, tailroom=tailroom,
-                                           packets=packets))
+                                           packets=packets, max_packet=max_packet))
                     except BaseException:
                         os.close(fd)
                         raise

@@ -300,6 +300,18 @@ class Codec:
         end = self._need or (self.min_header if exact and not self.datagram else self._room)
         return p.buf[base + self._have : base + end]
 
+    def release_idle(self) -> bool:
+        """Give the packet ``want()`` allocated back to the device if no byte of it has arrived.
+
+        For two codecs on one device (CSTP and DTLS on one TUN): a device shrinks only its
+        last allocation, so one codec's idle packet must not sit under the other's.  True if
+        a packet was given back; the next ``want()`` allocates a new one.
+        """
+        if self._pkt is None or self._have or self._stash is not None:
+            return False
+        self._pkt_cancel()
+        return True
+
     def received(self, n: int) -> list[Event]:
         """``n`` bytes were written at the start of the last ``want()`` view: deliver what they complete."""
         p = self._pkt

@@ -23,6 +23,7 @@ BENCHES: dict[str, str] = {
     "codecs": "tunring.apps.bench.codecs",
     "tun": "tunring.apps.bench.tun",
     "ppp": "tunring.apps.bench.ppp",
+    "connect": "tunring.apps.bench.connect",
 }
 
 
