@@ -36,7 +36,7 @@ def test_demo_fails_when_it_makes_a_copy(monkeypatch, capsys):
 
     monkeypatch.setattr(demo, "LEAD", 0)
     monkeypatch.setattr(Cstp, "session_lead", classmethod(lambda cls: 0))
-    assert demo.main(argparse.Namespace(count=300)) == 1
+    assert demo.main(argparse.Namespace(count=300, ring=True)) == 1
     out = capsys.readouterr().out
     assert "every byte verified end to end" in out  # the traffic itself was fine
     assert "copies made by tunring: 600" in out and "FAILED: 600 packets were copied" in out

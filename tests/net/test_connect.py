@@ -251,7 +251,11 @@ def test_dtls_carries_the_data(dtls_lab, compression, negotiated):
         # The data went over DTLS (CSTP only carried what came before the handshake and control).
         assert stats["dtls_rx_packets"] > 0.99 * stats["rx_packets"] > 0, stats
         assert stats["dtls_tx_packets"] > 0.99 * stats["tx_packets"] > 0, stats
-        assert stats["rx_bytes"] > TRANSFER_BYTES and stats["copies"] == 0, stats
+        assert stats["rx_bytes"] > TRANSFER_BYTES, stats
+        if negotiated is None:
+            assert stats["copies"] == 0, stats  # one datagram per read, in place
+        else:  # a compressed record costs one counted copy (liblz4 cannot decompress over itself)
+            assert 0 < stats["copies"] <= stats["rx_packets"], stats
         mtu = lab.run_client(["cat", "/sys/class/net/vpn0/mtu"]).stdout.strip()
         assert mtu == str(stats["mtu"] and 1434)  # 1500 - IP 20 - UDP 8 - DTLS 37 - type 1, as openconnect
         _stopped_cleanly(run)

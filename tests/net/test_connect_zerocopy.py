@@ -103,7 +103,7 @@ def run_pings(lab: Lab, client: Client, cookie: str, size: int, iface: str):
     t = client.open_tunnel(cookie)
     tls, cfg = t.tls, t.cfg
     assert t.leftover == b""
-    tun = RecordingTun(iface, mtu=cfg.mtu, max_packet=max(DECOMPRESS_MIN_BYTES, cfg.mtu))
+    tun = RecordingTun.create(iface, mtu=cfg.mtu, max_packet=max(DECOMPRESS_MIN_BYTES, cfg.mtu))
     wake_r, wake_w = os.pipe()
     try:
         netconf.apply(tun.name, cfg, client.gateway, cfg.mtu)
