@@ -19,12 +19,12 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from . import __version__, _impl
+
 USAGE = 2
 BAD_INPUT = 1
 MIN_MTU_BYTES = 68  # RFC 791's smallest IPv4 MTU, Linux's ETH_MIN_MTU
 MAX_MTU_BYTES = 0xFFFF  # the largest IP packet
-
-from . import __version__, _impl
 
 # name -> module with add_parser(subparsers) that sets func=handler(args) -> int
 COMMANDS = {
